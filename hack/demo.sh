@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The demo: start a local control plane (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kwok), install Conclave's CRDs, apply examples/, show the result, and leave
+# the control plane running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+state=${CONCLAVE_DEMO_DIR:-${TMPDIR:-/tmp}/conclave-demo}
+mkdir -p "$state"
+
+echo "==> building (first run on a fresh machine: the control plane is built from source, ~10 min)"
+bin=$(bash tests/tools/build.sh)
+cargo build --quiet --workspace --bins
+kubectl=("$bin/kubectl" --kubeconfig "$state/kubeconfig")
+
+if [[ -f "$state/pid" ]] && kill -0 "$(cat "$state/pid")" 2>/dev/null && [[ -f "$state/ready" ]]; then
+  echo "==> reusing the control plane already running (pid $(cat "$state/pid"))"
+else
+  rm -f "$state/ready" "$state/kubeconfig"
+  echo "==> starting the control plane (logs in $state)"
+  setsid nohup target/debug/testenv up --state-dir "$state" >"$state/testenv.log" 2>&1 &
+  echo $! >"$state/pid"
+  for _ in $(seq 1 600); do
+    [[ -f "$state/ready" ]] && break
+    kill -0 "$(cat "$state/pid")" 2>/dev/null || { tail -20 "$state/testenv.log"; exit 1; }
+    sleep 0.2
+  done
+  [[ -f "$state/ready" ]] || { echo "control plane not ready after 120s" >&2; tail -20 "$state/testenv.log"; exit 1; }
+fi
+
+echo "==> installing CRDs"
+"${kubectl[@]}" apply --server-side -f crds/
+"${kubectl[@]}" wait --for=condition=Established --timeout=60s crd/bridges.conclave.dev crd/meetings.conclave.dev
+
+echo "==> applying examples/"
+"${kubectl[@]}" apply --server-side -f examples/
+
+echo "==> kubectl get br,mtg"
+"${kubectl[@]}" get br,mtg
+
+cat <<MSG
+
+The control plane keeps running.
+  export KUBECONFIG=$state/kubeconfig
+  $bin/kubectl get br,mtg
+Stop it with: kill $(cat "$state/pid")
+MSG

@@ -1,0 +1,9 @@
+//! The `conclave.dev/v1alpha1` API: `Bridge` and `Meeting`.
+
+pub mod bridge;
+pub mod common;
+pub mod meeting;
+
+pub use bridge::{Bridge, BridgeSpec, BridgeStatus};
+pub use common::{E2eePolicy, Exposure};
+pub use meeting::{Meeting, MeetingSpec, MeetingStatus, Phase};

@@ -1,0 +1,113 @@
+//! The inputs of the Bridge builders: everything read from the cluster and validated, as plain
+//! data, so every builder is a pure function of it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Capabilities, PodSecurityContext, SeccompProfile, SecurityContext};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use crate::api::BridgeSpec;
+use crate::images;
+use crate::labels::{self, Component};
+
+/// What the builders of one Bridge work from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ctx {
+    /// The Bridge's name (the `instance` label of every child).
+    pub name: String,
+    pub namespace: String,
+    /// Controller reference to the Bridge, set on every child.
+    pub owner: OwnerReference,
+    pub spec: BridgeSpec,
+    pub images: images::Resolved,
+    /// The operator-generated Secret (keys in [`super::secrets`]).
+    pub secret_name: String,
+    /// Secret with `tls.crt`/`tls.key` for `spec.domain`, once one exists.
+    pub tls_secret: Option<String>,
+    /// SFU replicas to run, by index.
+    pub sfu: Vec<SfuReplica>,
+    /// Host names or addresses clients use to reach TURN.
+    pub turn_hosts: Vec<String>,
+}
+
+/// One SFU (videobridge) replica: its own UDP port, its node (when pinned) and exactly the
+/// addresses it advertises in ICE.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SfuReplica {
+    pub index: i32,
+    /// UDP port the replica listens on and that is exposed for it: `media.port + index`.
+    pub port: i32,
+    /// Node the replica is pinned to (HostPort and NodePort exposure), so the address it
+    /// advertises is the address its packets arrive at.
+    pub node: Option<String>,
+    /// `JVB_ADVERTISE_IPS` entries (`ip` or `ip#port`); empty until an address is known.
+    pub advertise: Vec<String>,
+}
+
+impl Ctx {
+    /// Name of a child of this Bridge.
+    pub fn child_name(&self, suffix: &str) -> String {
+        labels::child_name(&self.name, suffix)
+    }
+
+    /// Labels of a child of this Bridge.
+    pub fn labels(&self, component: Component) -> BTreeMap<String, String> {
+        labels::labels("bridge", &self.name, component)
+    }
+
+    /// Pod selector of one component.
+    pub fn selector(&self, component: Component) -> BTreeMap<String, String> {
+        labels::selector("bridge", &self.name, component)
+    }
+
+    /// Metadata of a child: name, namespace, labels, controller reference.
+    pub fn meta(&self, suffix: &str, component: Component) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(self.child_name(suffix)),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(self.labels(component)),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..ObjectMeta::default()
+        }
+    }
+
+    /// In-cluster DNS name of a Service of this Bridge.
+    pub fn service_host(&self, suffix: &str) -> String {
+        format!("{}.{}.svc", self.child_name(suffix), self.namespace)
+    }
+}
+
+/// Pod-level security context of the restricted Pod Security profile. The Jitsi images from
+/// stable-11146 run as uid 1000; coturn as nobody (65534).
+pub fn restricted_pod(uid: i64) -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        fs_group: Some(uid),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// Container-level security context of the restricted profile, read-only root, optionally
+/// keeping NET_BIND_SERVICE (the only capability the restricted profile allows adding).
+pub fn restricted_container(bind_low_ports: bool) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: bind_low_ports.then(|| vec!["NET_BIND_SERVICE".into()]),
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..SecurityContext::default()
+    }
+}

@@ -1,0 +1,392 @@
+//! NetworkPolicies: deny everything to and from the Bridge's pods, then allow exactly the flows
+//! the components need. Policies are additive, so each allow policy below opens one
+//! component's flows and nothing else.
+//!
+//! TURN egress mirrors `deniedPeerCIDRs`/`allowedPeerCIDRs` at the network level, a second
+//! fence behind coturn's own peer check. IPv4-mapped IPv6 entries (`::ffff:0:0/96`) are left
+//! out: Kubernetes refuses IPv4-mapped addresses in policies, and the kernel sends such
+//! traffic as IPv4, where the IPv4 exceptions already apply.
+
+use ipnet::IpNet;
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::build::invalid;
+use super::context::Ctx;
+use super::{prosody, sfu, web};
+use crate::child::Child;
+use crate::labels::{self, Component};
+use crate::turn;
+
+/// The default-deny policy, DNS for everyone, and one allow policy per component.
+pub fn build(ctx: &Ctx) -> Result<Vec<Child>, serde_json::Error> {
+    let mut out = vec![
+        default_deny(ctx),
+        dns(ctx),
+        web_policy(ctx),
+        prosody_policy(ctx),
+        jicofo_policy(ctx),
+        sfu_policy(ctx),
+    ];
+    if ctx.spec.turn.enabled {
+        out.push(turn_policy(ctx)?);
+    }
+    out.iter().map(Child::new).collect()
+}
+
+/// Every pod of this Bridge, whatever its component.
+fn all_pods(ctx: &Ctx) -> LabelSelector {
+    let mut s = ctx.selector(Component::Network);
+    s.remove(labels::COMPONENT);
+    LabelSelector {
+        match_labels: Some(s),
+        ..LabelSelector::default()
+    }
+}
+
+fn pods(ctx: &Ctx, c: Component) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(ctx.selector(c)),
+        ..LabelSelector::default()
+    }
+}
+
+fn from_pods(ctx: &Ctx, c: Component) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        pod_selector: Some(pods(ctx, c)),
+        ..NetworkPolicyPeer::default()
+    }
+}
+
+fn port(p: i32, protocol: &str) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        port: Some(IntOrString::Int(p)),
+        protocol: Some(protocol.into()),
+        ..NetworkPolicyPort::default()
+    }
+}
+
+fn ip(cidr: &str, except: Vec<String>) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        ip_block: Some(IPBlock {
+            cidr: cidr.into(),
+            except: (!except.is_empty()).then_some(except),
+        }),
+        ..NetworkPolicyPeer::default()
+    }
+}
+
+/// Anywhere, both families.
+fn anywhere() -> Vec<NetworkPolicyPeer> {
+    vec![ip("0.0.0.0/0", Vec::new()), ip("::/0", Vec::new())]
+}
+
+fn policy(
+    ctx: &Ctx,
+    suffix: &str,
+    selector: LabelSelector,
+    ingress: Vec<NetworkPolicyIngressRule>,
+    egress: Vec<NetworkPolicyEgressRule>,
+) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: ctx.meta(suffix, Component::Network),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(selector),
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ingress: (!ingress.is_empty()).then_some(ingress),
+            egress: (!egress.is_empty()).then_some(egress),
+        }),
+    }
+}
+
+fn ingress(from: Option<Vec<NetworkPolicyPeer>>, ports: Vec<NetworkPolicyPort>) -> NetworkPolicyIngressRule {
+    NetworkPolicyIngressRule {
+        from,
+        ports: Some(ports),
+    }
+}
+
+fn egress(to: Option<Vec<NetworkPolicyPeer>>, ports: Option<Vec<NetworkPolicyPort>>) -> NetworkPolicyEgressRule {
+    NetworkPolicyEgressRule { to, ports }
+}
+
+fn default_deny(ctx: &Ctx) -> NetworkPolicy {
+    policy(ctx, "default-deny", all_pods(ctx), Vec::new(), Vec::new())
+}
+
+/// Name resolution for every pod, to whichever resolver the cluster uses (CoreDNS, NodeLocal
+/// DNS on a link-local address, ...).
+fn dns(ctx: &Ctx) -> NetworkPolicy {
+    policy(
+        ctx,
+        "allow-dns",
+        all_pods(ctx),
+        Vec::new(),
+        vec![egress(None, Some(vec![port(53, "UDP"), port(53, "TCP")]))],
+    )
+}
+
+/// Web: HTTP from anywhere (Ingress controllers live in other namespaces); BOSH/websocket to prosody.
+fn web_policy(ctx: &Ctx) -> NetworkPolicy {
+    policy(
+        ctx,
+        "allow-web",
+        pods(ctx, Component::Web),
+        vec![ingress(None, vec![port(web::HTTP_PORT, "TCP")])],
+        vec![egress(
+            Some(vec![from_pods(ctx, Component::Prosody)]),
+            Some(vec![port(prosody::HTTP_PORT, "TCP")]),
+        )],
+    )
+}
+
+/// Prosody: c2s from jicofo and the bridges, HTTP from the web pods. No egress.
+fn prosody_policy(ctx: &Ctx) -> NetworkPolicy {
+    policy(
+        ctx,
+        "allow-prosody",
+        pods(ctx, Component::Prosody),
+        vec![
+            ingress(
+                Some(vec![from_pods(ctx, Component::Jicofo), from_pods(ctx, Component::Sfu)]),
+                vec![port(prosody::XMPP_PORT, "TCP")],
+            ),
+            ingress(
+                Some(vec![from_pods(ctx, Component::Web)]),
+                vec![port(prosody::HTTP_PORT, "TCP")],
+            ),
+        ],
+        Vec::new(),
+    )
+}
+
+/// Jicofo: to prosody (c2s) and to the bridges' HTTP API. Its REST port is only probed by the
+/// kubelet, which policies do not restrict.
+fn jicofo_policy(ctx: &Ctx) -> NetworkPolicy {
+    policy(
+        ctx,
+        "allow-jicofo",
+        pods(ctx, Component::Jicofo),
+        Vec::new(),
+        vec![
+            egress(
+                Some(vec![from_pods(ctx, Component::Prosody)]),
+                Some(vec![port(prosody::XMPP_PORT, "TCP")]),
+            ),
+            egress(
+                Some(vec![from_pods(ctx, Component::Sfu)]),
+                Some(vec![port(sfu::HTTP_PORT, "TCP")]),
+            ),
+        ],
+    )
+}
+
+/// Bridges: media in on their own UDP ports from anywhere, HTTP API from jicofo; out to prosody
+/// and UDP to anywhere (ICE checks and media towards clients and TURN relays).
+fn sfu_policy(ctx: &Ctx) -> NetworkPolicy {
+    let mut ingress_rules = vec![ingress(
+        Some(vec![from_pods(ctx, Component::Jicofo)]),
+        vec![port(sfu::HTTP_PORT, "TCP")],
+    )];
+    let media: Vec<NetworkPolicyPort> = ctx.sfu.iter().map(|r| port(r.port, "UDP")).collect();
+    if !media.is_empty() {
+        ingress_rules.push(ingress(None, media));
+    }
+    policy(
+        ctx,
+        "allow-sfu",
+        pods(ctx, Component::Sfu),
+        ingress_rules,
+        vec![
+            egress(
+                Some(vec![from_pods(ctx, Component::Prosody)]),
+                Some(vec![port(prosody::XMPP_PORT, "TCP")]),
+            ),
+            egress(
+                Some(anywhere()),
+                Some(vec![NetworkPolicyPort {
+                    protocol: Some("UDP".into()),
+                    ..NetworkPolicyPort::default()
+                }]),
+            ),
+        ],
+    )
+}
+
+/// TURN: its listeners and relay range from anywhere; out to anywhere except the denied peer
+/// ranges, plus the explicitly allowed ones.
+fn turn_policy(ctx: &Ctx) -> Result<NetworkPolicy, serde_json::Error> {
+    let t = &ctx.spec.turn;
+    let mut ports = vec![port(t.port, "UDP"), port(t.port, "TCP")];
+    if ctx.tls_secret.is_some() {
+        ports.extend([port(t.tls_port, "TCP"), port(t.tls_port, "UDP")]);
+    }
+    ports.push(NetworkPolicyPort {
+        port: Some(IntOrString::Int(t.relay_ports.min)),
+        end_port: Some(t.relay_ports.max),
+        protocol: Some("UDP".into()),
+    });
+    let denied =
+        turn::parse_cidrs(&t.denied_peer_cidrs).map_err(|e| invalid(format!("spec.turn.deniedPeerCIDRs: {e:?}")))?;
+    let allowed =
+        turn::parse_cidrs(&t.allowed_peer_cidrs).map_err(|e| invalid(format!("spec.turn.allowedPeerCIDRs: {e:?}")))?;
+    let mut to = Vec::new();
+    for (all, v4) in [("0.0.0.0/0", true), ("::/0", false)] {
+        let family: Vec<&IpNet> = denied.iter().filter(|n| matches!(n, IpNet::V4(_)) == v4).collect();
+        if family.iter().any(|n| n.prefix_len() == 0) {
+            continue; // the whole family is denied
+        }
+        let except: Vec<String> = family
+            .iter()
+            .filter(|n| !is_v4_mapped(n))
+            .map(|n| n.to_string())
+            .collect();
+        to.push(ip(all, except));
+    }
+    to.extend(
+        allowed
+            .iter()
+            .filter(|n| !is_v4_mapped(n))
+            .map(|n| ip(&n.to_string(), Vec::new())),
+    );
+    let egress_rules = if to.is_empty() {
+        Vec::new()
+    } else {
+        vec![egress(Some(to), None)]
+    };
+    Ok(policy(
+        ctx,
+        "allow-turn",
+        pods(ctx, Component::Turn),
+        vec![ingress(None, ports)],
+        egress_rules,
+    ))
+}
+
+/// IPv4-mapped IPv6 (`::ffff:a.b.c.d`), which a policy cannot carry.
+fn is_v4_mapped(n: &IpNet) -> bool {
+    match n {
+        IpNet::V6(v6) => v6.prefix_len() >= 96 && v6.network().to_ipv4_mapped().is_some(),
+        IpNet::V4(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bridge::build::fixtures::sample_ctx;
+
+    fn by_name(ctx: &Ctx, name: &str) -> NetworkPolicy {
+        let all = [
+            default_deny(ctx),
+            dns(ctx),
+            web_policy(ctx),
+            prosody_policy(ctx),
+            jicofo_policy(ctx),
+            sfu_policy(ctx),
+        ];
+        all.into_iter()
+            .chain(turn_policy(ctx).ok())
+            .find(|p| p.metadata.name.as_deref() == Some(name))
+            .expect(name)
+    }
+
+    #[test]
+    fn default_deny_selects_the_whole_bridge() {
+        let ctx = sample_ctx();
+        let p = by_name(&ctx, "meet-default-deny");
+        let spec = p.spec.expect("spec");
+        let sel = spec.pod_selector.and_then(|s| s.match_labels).expect("selector");
+        assert_eq!(sel.get(labels::INSTANCE).map(String::as_str), Some("meet"));
+        assert_eq!(sel.get(labels::NAME).map(String::as_str), Some("conclave"));
+        assert_eq!(sel.get(labels::OWNER_KIND).map(String::as_str), Some("bridge"));
+        assert!(!sel.contains_key(labels::COMPONENT));
+        assert_eq!(
+            spec.policy_types,
+            Some(vec!["Ingress".to_string(), "Egress".to_string()])
+        );
+        assert!(spec.ingress.is_none() && spec.egress.is_none());
+        assert_eq!(
+            p.metadata
+                .labels
+                .expect("labels")
+                .get(labels::COMPONENT)
+                .map(String::as_str),
+            Some("network")
+        );
+    }
+
+    #[test]
+    fn prosody_accepts_only_its_clients() {
+        let ctx = sample_ctx();
+        let rules = by_name(&ctx, "meet-allow-prosody")
+            .spec
+            .and_then(|s| s.ingress)
+            .expect("ingress");
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0].from.as_ref().map(Vec::len), Some(2));
+        assert_eq!(
+            rules[1].ports.as_ref().expect("ports")[0].port,
+            Some(IntOrString::Int(5280))
+        );
+    }
+
+    #[test]
+    fn sfu_media_ports() {
+        let ctx = sample_ctx();
+        let rules = by_name(&ctx, "meet-allow-sfu")
+            .spec
+            .and_then(|s| s.ingress)
+            .expect("ingress");
+        let media = rules.iter().find(|r| r.from.is_none()).expect("media rule");
+        let ports: Vec<_> = media
+            .ports
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.port)
+            .collect();
+        assert_eq!(ports, [Some(IntOrString::Int(31000)), Some(IntOrString::Int(31001))]);
+    }
+
+    #[test]
+    fn turn_egress_excludes_denied_peers() {
+        let ctx = sample_ctx();
+        let spec = by_name(&ctx, "meet-allow-turn").spec.expect("spec");
+        let to = spec.egress.expect("egress")[0].to.clone().expect("to");
+        let v4 = to[0].ip_block.clone().expect("v4");
+        assert_eq!(v4.cidr, "0.0.0.0/0");
+        let except = v4.except.expect("except");
+        assert!(except.contains(&"10.0.0.0/8".to_string()) && except.contains(&"169.254.0.0/16".to_string()));
+        let v6 = to[1].ip_block.clone().expect("v6");
+        assert_eq!(v6.cidr, "::/0");
+        let except6 = v6.except.expect("except");
+        assert!(except6.contains(&"fc00::/7".to_string()));
+        assert!(!except6.iter().any(|c| c.starts_with("::ffff")), "{except6:?}");
+        assert_eq!(to[2].ip_block.as_ref().map(|b| b.cidr.as_str()), Some("10.1.2.3/32"));
+        let ingress = spec.ingress.expect("ingress");
+        let relay = ingress[0]
+            .ports
+            .as_ref()
+            .expect("ports")
+            .iter()
+            .find(|p| p.end_port.is_some())
+            .cloned()
+            .expect("relay");
+        assert_eq!(
+            (relay.port, relay.end_port),
+            (Some(IntOrString::Int(49152)), Some(65535))
+        );
+    }
+
+    #[test]
+    fn no_turn_policy_without_turn() {
+        let mut ctx = sample_ctx();
+        ctx.spec.turn.enabled = false;
+        assert!(build(&ctx).expect("builds").iter().all(|c| !c.name().contains("turn")));
+    }
+}

@@ -1,0 +1,272 @@
+//! The web front end: nginx serving jitsi-meet and proxying BOSH and the XMPP websocket to
+//! prosody. Stateless, so two replicas. TLS ends at the Ingress; the pods speak plain HTTP on
+//! 8000 only.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, Service, ServiceSpec, Volume,
+};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec,
+    IngressTLS, ServiceBackendPort,
+};
+
+use super::build::{
+    CONFIG_HASH_ANNOTATION, auth_env, content_hash, deployment, env, http_probe, jitsi_env, jitsi_scratch, mount,
+    pod_spec, requests, service_port, template,
+};
+use super::context::{Ctx, restricted_container, restricted_pod};
+use super::prosody;
+use crate::api::E2eePolicy;
+use crate::child::Child;
+use crate::labels::Component;
+
+/// nginx's HTTP port in the rootless images (80 up to stable-11031).
+pub const HTTP_PORT: i32 = 8000;
+/// Port of the web Service.
+pub const SERVICE_PORT: i32 = 80;
+/// Key of the client config snippet; the image appends `/config/custom-config.js` to the
+/// generated `config.js`.
+pub const CUSTOM_CONFIG: &str = "custom-config.js";
+/// Web pods per Bridge.
+pub const REPLICAS: i32 = 2;
+
+/// ConfigMap, Deployment, Service and (when asked for) Ingress of the web front end.
+pub fn build(ctx: &Ctx) -> Result<Vec<Child>, serde_json::Error> {
+    let mut out = vec![
+        Child::new(&config_map(ctx))?,
+        Child::new(&deploy(ctx))?,
+        Child::new(&service(ctx))?,
+    ];
+    if let Some(i) = ingress(ctx) {
+        out.push(Child::new(&i)?);
+    }
+    Ok(out)
+}
+
+/// Client settings appended to the generated `config.js`.
+///
+/// E2EE is a client feature that jitsi-meet offers whenever the browser supports it, unless
+/// `config.e2ee.disabled` is set; this never sets it, under either policy. What it does turn off
+/// are the features that need a server-side participant to see media or speech in clear
+/// (recording, live streaming, transcription), which cannot work on encrypted media, and
+/// requests to third parties (avatars, external scripts), which would leak who meets.
+/// P2P (two participants, media not through the SFU) stays on as in upstream: it is
+/// DTLS-SRTP between the two browsers, and jitsi-meet applies E2EE to it as well.
+pub fn custom_config(ctx: &Ctx) -> String {
+    let policy = match ctx.spec.e2ee {
+        E2eePolicy::Required => "Required",
+        E2eePolicy::Preferred => "Preferred",
+    };
+    [
+        "// Rendered by Conclave; edits are overwritten.".to_string(),
+        format!("// spec.e2ee: {policy}. Nothing below may disable end-to-end encryption."),
+        "config.e2ee = Object.assign({}, config.e2ee, { externallyManagedKey: false });".into(),
+        "config.recordingService = { enabled: false, sharingEnabled: false };".into(),
+        "config.fileRecordingsEnabled = false;".into(),
+        "config.liveStreaming = { enabled: false };".into(),
+        "config.liveStreamingEnabled = false;".into(),
+        "config.transcription = { enabled: false };".into(),
+        "config.disableThirdPartyRequests = true;".into(),
+        String::new(),
+    ]
+    .join("\n")
+}
+
+fn config_map(ctx: &Ctx) -> ConfigMap {
+    ConfigMap {
+        metadata: ctx.meta("web-config", Component::Web),
+        data: Some(BTreeMap::from([(CUSTOM_CONFIG.to_string(), custom_config(ctx))])),
+        ..ConfigMap::default()
+    }
+}
+
+/// The web pods' environment.
+pub fn env_vars(ctx: &Ctx) -> Vec<EnvVar> {
+    let mut e = jitsi_env(ctx);
+    e.extend(auth_env(ctx));
+    e.extend([
+        // Must be https://: the image derives the BOSH and websocket URLs from it.
+        env("PUBLIC_URL", format!("https://{}", ctx.spec.domain)),
+        env(
+            "XMPP_BOSH_URL_BASE",
+            format!("http://{}:{}", ctx.service_host("prosody"), prosody::HTTP_PORT),
+        ),
+        env("ENABLE_XMPP_WEBSOCKET", "1"),
+        // TLS ends at the Ingress; nginx then listens on 8000 only and needs no /storage.
+        env("DISABLE_HTTPS", "1"),
+        env("ENABLE_HTTP_REDIRECT", "0"),
+        env("ENABLE_RECORDING", "0"),
+    ]);
+    e
+}
+
+fn deploy(ctx: &Ctx) -> k8s_openapi::api::apps::v1::Deployment {
+    // /config holds only custom-config.js from the ConfigMap (the image reads /config and never
+    // writes it since 11146). The whole directory is mounted, not a subPath, so the file is
+    // the ConfigMap's current one; it is read at start, hence the hash annotation.
+    let (mut volumes, mut mounts) = jitsi_scratch(&[], false);
+    volumes.push(Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: ctx.child_name("web-config"),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    });
+    mounts.push(mount("config", "/config", true));
+    let container = Container {
+        name: "web".into(),
+        image: Some(ctx.images.web.clone()),
+        env: Some(env_vars(ctx)),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: HTTP_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(http_probe("/", HTTP_PORT, 5, 10, 3)),
+        liveness_probe: Some(http_probe("/", HTTP_PORT, 30, 20, 3)),
+        resources: Some(requests("50m", "64Mi")),
+        security_context: Some(restricted_container(false)),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+    let annotations = BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), content_hash(&custom_config(ctx)))]);
+    let pod = pod_spec(vec![container], volumes, restricted_pod(1000));
+    deployment(
+        ctx,
+        "web",
+        Component::Web,
+        REPLICAS,
+        false,
+        template(ctx, Component::Web, &[], annotations, pod),
+    )
+}
+
+fn service(ctx: &Ctx) -> Service {
+    Service {
+        metadata: ctx.meta("web", Component::Web),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(ctx.selector(Component::Web)),
+            ports: Some(vec![service_port("http", SERVICE_PORT, HTTP_PORT, "TCP")]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// `https://<domain>/` to the web Service. TLS uses the Bridge's certificate once it exists;
+/// until then the Ingress serves plain HTTP (or the controller's default certificate).
+fn ingress(ctx: &Ctx) -> Option<Ingress> {
+    let spec = ctx.spec.ingress.as_ref()?;
+    let mut metadata = ctx.meta("web", Component::Web);
+    metadata.annotations = (!spec.annotations.is_empty()).then(|| spec.annotations.clone());
+    Some(Ingress {
+        metadata,
+        spec: Some(IngressSpec {
+            ingress_class_name: spec.class_name.clone(),
+            rules: Some(vec![IngressRule {
+                host: Some(ctx.spec.domain.clone()),
+                http: Some(HTTPIngressRuleValue {
+                    paths: vec![HTTPIngressPath {
+                        path: Some("/".into()),
+                        path_type: "Prefix".into(),
+                        backend: IngressBackend {
+                            service: Some(IngressServiceBackend {
+                                name: ctx.child_name("web"),
+                                port: Some(ServiceBackendPort {
+                                    number: Some(SERVICE_PORT),
+                                    ..ServiceBackendPort::default()
+                                }),
+                            }),
+                            ..IngressBackend::default()
+                        },
+                    }],
+                }),
+            }]),
+            tls: ctx.tls_secret.as_ref().map(|s| {
+                vec![IngressTLS {
+                    hosts: Some(vec![ctx.spec.domain.clone()]),
+                    secret_name: Some(s.clone()),
+                }]
+            }),
+            ..IngressSpec::default()
+        }),
+        ..Ingress::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bridge::build::fixtures::{env_value, sample_ctx};
+
+    #[test]
+    fn web_settings() {
+        let ctx = sample_ctx();
+        let d = deploy(&ctx);
+        let pod = d.spec.template;
+        let hash = pod
+            .metadata
+            .and_then(|m| m.annotations)
+            .and_then(|a| a.get(CONFIG_HASH_ANNOTATION).cloned());
+        assert_eq!(hash, Some(content_hash(&custom_config(&ctx))));
+        let c = &pod.spec.expect("pod").containers[0];
+        let v = |n| env_value(c, n);
+        assert_eq!(v("PUBLIC_URL").as_deref(), Some("https://meet.example.com"));
+        assert_eq!(
+            v("XMPP_BOSH_URL_BASE").as_deref(),
+            Some("http://meet-prosody.conf.svc:5280")
+        );
+        assert_eq!(v("DISABLE_HTTPS").as_deref(), Some("1"));
+        assert_eq!(v("ENABLE_XMPP_WEBSOCKET").as_deref(), Some("1"));
+        assert_eq!(v("XMPP_MUC_DOMAIN").as_deref(), Some("muc.meet.example.com"));
+        let mounts = c.volume_mounts.clone().unwrap_or_default();
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.mount_path == "/config" && m.read_only == Some(true) && m.sub_path.is_none())
+        );
+        assert!(mounts.iter().any(|m| m.mount_path == "/run"));
+    }
+
+    #[test]
+    fn e2ee_is_never_disabled() {
+        let mut ctx = sample_ctx();
+        for p in [E2eePolicy::Required, E2eePolicy::Preferred] {
+            ctx.spec.e2ee = p;
+            let js = custom_config(&ctx);
+            assert!(!js.contains("disabled"), "{js}");
+            assert!(!js.contains("disableE2EE"), "{js}");
+            assert!(js.contains("recordingService = { enabled: false"), "{js}");
+        }
+    }
+
+    #[test]
+    fn service_and_ingress() {
+        let ctx = sample_ctx();
+        let s = service(&ctx);
+        let p = &s.spec.expect("spec").ports.expect("ports")[0];
+        assert_eq!((p.port, p.name.as_deref()), (80, Some("http")));
+        let i = ingress(&ctx).expect("ingress");
+        let spec = i.spec.expect("spec");
+        assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
+        assert_eq!(spec.tls.expect("tls")[0].secret_name.as_deref(), Some("meet-tls"));
+        let rule = &spec.rules.expect("rules")[0];
+        assert_eq!(rule.host.as_deref(), Some("meet.example.com"));
+        assert_eq!(
+            i.metadata
+                .annotations
+                .expect("annotations")
+                .get("example.com/a")
+                .map(String::as_str),
+            Some("b")
+        );
+        let mut no_tls = sample_ctx();
+        no_tls.tls_secret = None;
+        assert!(ingress(&no_tls).and_then(|i| i.spec).and_then(|s| s.tls).is_none());
+    }
+}

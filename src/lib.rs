@@ -1,0 +1,11 @@
+//! Conclave: a Kubernetes operator for private, end-to-end encrypted video conferencing.
+
+pub mod api;
+pub mod apply;
+pub mod bridge;
+pub mod child;
+pub mod controller;
+pub mod crd;
+pub mod images;
+pub mod labels;
+pub mod turn;

@@ -1,0 +1,78 @@
+//! Shared helpers for the integration tests: one control plane per test binary, with the
+//! Conclave CRDs installed.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use testenv::ControlPlane;
+
+/// The repository root.
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The test binary's control plane, with `crds/` applied and Established.
+pub fn cluster() -> &'static ControlPlane {
+    static READY: OnceLock<()> = OnceLock::new();
+    let cp = testenv::shared();
+    READY.get_or_init(|| {
+        kubectl_ok(
+            cp,
+            &["apply", "--server-side", "-f", &repo().join("crds").to_string_lossy()],
+        );
+        kubectl_ok(
+            cp,
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/bridges.conclave.dev",
+                "crd/meetings.conclave.dev",
+            ],
+        );
+        // Established comes before the OpenAPI document is republished; tests that explain
+        // fields or validate client-side need both kinds in it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !(kubectl(cp, &["explain", "bridge.spec"]).status.success()
+            && kubectl(cp, &["explain", "meeting.spec"]).status.success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the CRDs never appeared in the OpenAPI document"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    cp
+}
+
+/// Runs kubectl and returns its output whatever the exit code.
+pub fn kubectl(cp: &ControlPlane, args: &[&str]) -> Output {
+    cp.kubectl().args(args).output().expect("kubectl runs")
+}
+
+/// Runs kubectl and panics with its stderr unless it succeeds; returns stdout.
+pub fn kubectl_ok(cp: &ControlPlane, args: &[&str]) -> String {
+    let out = kubectl(cp, args);
+    assert!(
+        out.status.success(),
+        "kubectl {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every `*.yaml` file in a directory of the repository, sorted.
+pub fn yaml_files(dir: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join(dir))
+        .expect("directory exists")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
