@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo: start a local control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kwok), install Conclave's CRDs, apply examples/, show the result, and leave
-# the control plane running.
+# kube-scheduler, kwok), install Conclave's CRDs, run the operator, apply examples/, show the
+# result, and leave the control plane and the operator running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,16 +32,28 @@ echo "==> installing CRDs"
 "${kubectl[@]}" apply --server-side -f crds/
 "${kubectl[@]}" wait --for=condition=Established --timeout=60s crd/bridges.conclave.dev crd/meetings.conclave.dev
 
+if [[ -f "$state/operator.pid" ]] && kill -0 "$(cat "$state/operator.pid")" 2>/dev/null; then
+  kill "$(cat "$state/operator.pid")" 2>/dev/null || true
+fi
+echo "==> starting the operator (log in $state/operator.log)"
+KUBECONFIG="$state/kubeconfig" setsid nohup target/debug/conclave run --log-format text >"$state/operator.log" 2>&1 &
+echo $! >"$state/operator.pid"
+
 echo "==> applying examples/"
 "${kubectl[@]}" apply --server-side -f examples/
+"${kubectl[@]}" wait --for=jsonpath='{.status.observedGeneration}'=1 --timeout=60s bridge/meet bridge/conference
 
 echo "==> kubectl get br,mtg"
 "${kubectl[@]}" get br,mtg
+echo "==> what the operator made for Bridge meet"
+"${kubectl[@]}" get deploy,sts,svc,cm,networkpolicy -l app.kubernetes.io/instance=meet
+echo "==> conditions of Bridge meet"
+"${kubectl[@]}" get bridge meet -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}){"\n"}{end}'
 
 cat <<MSG
 
 The control plane keeps running.
   export KUBECONFIG=$state/kubeconfig
   $bin/kubectl get br,mtg
-Stop it with: kill $(cat "$state/pid")
+Stop it with: kill $(cat "$state/operator.pid") $(cat "$state/pid")
 MSG

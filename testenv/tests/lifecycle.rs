@@ -2,7 +2,9 @@
 //! PDEATHSIG) a killed parent; and components survive the exit of the thread that started
 //! them.
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -120,14 +122,25 @@ fn owned_control_plane_survives_its_starting_thread_and_stops_completely() {
 
 /// Spawns `testenv up` and waits for its ready marker; returns it and its children.
 fn testenv_up(dir: &Path) -> (Child, Vec<u32>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_testenv"))
-        .arg("up")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_testenv"));
+    cmd.arg("up")
         .arg("--state-dir")
         .arg(dir)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stdout(Stdio::piped());
+    // If this test binary dies mid-test, take testenv (and so, by its own PDEATHSIG, the
+    // control plane) with it. The forking thread is this test's thread, which lives exactly
+    // as long as the test.
+    // SAFETY: only prctl(2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
     wait_until("testenv up to write its ready file", START_TIMEOUT, || {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("testenv up exited early with {status}");
@@ -151,10 +164,12 @@ fn testenv_up_stops_all_children_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, children) = testenv_up(dir.path());
 
-    // It prints the kubeconfig path once ready.
-    let mut stdout = child.stdout.take().unwrap();
+    // It prints the kubeconfig path once ready (the line is complete: ready is written first).
     let mut line = String::new();
-    std::io::Read::read_to_string(&mut std::io::Read::take(&mut stdout, 4096), &mut line).ok();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), dir.path().join("kubeconfig").to_str().unwrap());
 
     signal(&child, libc::SIGTERM);
     let mut status = None;
@@ -163,7 +178,6 @@ fn testenv_up_stops_all_children_on_sigterm() {
         status.is_some()
     });
     assert!(status.unwrap().success(), "exit status {status:?}");
-    assert_eq!(line.trim(), dir.path().join("kubeconfig").to_str().unwrap());
     // testenv reaped them itself, so they are gone rather than zombies.
     for pid in children {
         assert!(gone(pid), "child {pid} survived testenv up");
