@@ -63,6 +63,49 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Set this variable (to anything) to keep the temporary state directory for inspection.
 const KEEP_ENV: &str = "CONCLAVE_TESTENV_KEEP";
 
+/// Prefix of temporary state directories in `$TMPDIR`.
+const TEMP_PREFIX: &str = "conclave-testenv-";
+/// File in a temporary state directory naming the process that owns it.
+const OWNER_FILE: &str = "owner";
+
+/// `<pid> <start time>`: the start time (field 22 of /proc/<pid>/stat) tells a recycled pid
+/// from the original process.
+fn owner_tag(pid: u32) -> String {
+    format!("{pid} {}", process_start_time(pid).unwrap_or_default())
+}
+
+fn process_start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after "(comm)" start at field 3; the start time is field 22.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(19).map(str::to_string)
+}
+
+/// Removes temporary state directories whose owning process is gone. A test binary that is
+/// SIGKILLed cannot clean up (its components die by PDEATHSIG, but ~60 MB of etcd data per
+/// run would pile up); the next run does it instead. Only directories with an owner file of
+/// ours are touched. Best effort: errors are ignored.
+fn sweep_stale_temp_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_ours = entry.file_name().to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX));
+        let Ok(owner) = std::fs::read_to_string(path.join(OWNER_FILE)) else {
+            continue;
+        };
+        let pid = owner.split_whitespace().next().and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && is_ours
+            && owner_tag(pid) != owner
+        {
+            tracing::debug!(dir = %path.display(), "removing stale state directory");
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
 /// A running local control plane: etcd, kube-apiserver, kube-controller-manager,
 /// kube-scheduler and (optionally) kwok, all bound to 127.0.0.1.
 ///
@@ -82,6 +125,14 @@ pub struct ControlPlane {
     pids: Mutex<Vec<u32>>,
     /// Distinguishes the kubeconfig files written by `kubeconfig_as`.
     identities: AtomicU64,
+}
+
+/// The loopback ports of one control plane.
+#[derive(Clone, Copy)]
+struct Ports {
+    etcd: u16,
+    etcd_peer: u16,
+    apiserver: u16,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -202,10 +253,12 @@ impl ControlPlane {
                 (dir, None)
             }
             None => {
+                sweep_stale_temp_dirs();
                 let t = tempfile::Builder::new()
-                    .prefix("conclave-testenv-")
+                    .prefix(TEMP_PREFIX)
                     .tempdir()
                     .map_err(|e| Error::io("creating a temporary state directory", e))?;
+                write(&t.path().join(OWNER_FILE), owner_tag(std::process::id()))?;
                 (t.path().to_path_buf(), Some(t))
             }
         };
@@ -214,8 +267,12 @@ impl ControlPlane {
         }
 
         let ports = free_ports(3)?;
-        let (etcd_port, peer_port, api_port) = (ports[0], ports[1], ports[2]);
-        let server_url = format!("https://127.0.0.1:{api_port}");
+        let ports = Ports {
+            etcd: ports[0],
+            etcd_peer: ports[1],
+            apiserver: ports[2],
+        };
+        let server_url = format!("https://127.0.0.1:{}", ports.apiserver);
         let ca = Ca::new()?;
         let ca_file = state_dir.join("pki/ca.crt");
 
@@ -233,7 +290,7 @@ impl ControlPlane {
             identities: AtomicU64::new(0),
         };
         // From here on an error drops `cp`, which stops whatever was started.
-        cp.launch(&opts, etcd_port, peer_port, deadline)?;
+        cp.launch(&opts, ports, deadline)?;
         tracing::info!(
             server = %cp.server_url,
             state_dir = %cp.state_dir.display(),
@@ -249,7 +306,7 @@ impl ControlPlane {
 
     /// Writes all certificates and config files, then starts the components in order,
     /// waiting for each stage's readiness.
-    fn launch(&self, opts: &Options, etcd_port: u16, peer_port: u16, deadline: Instant) -> Result<(), Error> {
+    fn launch(&self, opts: &Options, ports: Ports, deadline: Instant) -> Result<(), Error> {
         let p = |rel: &str| self.path(rel);
         let s = |path: PathBuf| path.display().to_string();
 
@@ -305,8 +362,8 @@ impl ControlPlane {
             }))?,
         )?;
 
-        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let etcd_url = format!("http://127.0.0.1:{}", ports.etcd);
+        let peer_url = format!("http://127.0.0.1:{}", ports.etcd_peer);
         self.spawn(
             "etcd",
             vec![
@@ -324,7 +381,6 @@ impl ControlPlane {
             ],
         )?;
 
-        let api_port = self.server_url.rsplit(':').next().unwrap_or_default().to_string();
         self.spawn(
             "kube-apiserver",
             vec![
@@ -334,7 +390,7 @@ impl ControlPlane {
                 // The endpoint reconciler refuses a loopback advertise address; nothing runs
                 // in-cluster that would need the `kubernetes` Service's endpoints.
                 "--endpoint-reconciler-type=none".into(),
-                format!("--secure-port={api_port}"),
+                format!("--secure-port={}", ports.apiserver),
                 format!("--tls-cert-file={}", s(p("pki/apiserver.crt"))),
                 format!("--tls-private-key-file={}", s(p("pki/apiserver.key"))),
                 format!("--client-ca-file={}", s(p("pki/ca.crt"))),
@@ -722,14 +778,19 @@ impl ControlPlane {
         if let Some(p) = self.bins.get(name) {
             return p.clone();
         }
-        match tools::resolve(name) {
-            Ok(p) => p,
-            // Not an executable the harness knows (e.g. `cert-manager-crds/`): the tools dir.
-            Err(e) => match tools::tools_bin_dir() {
-                Ok(dir) if dir.join(name).exists() => dir.join(name),
-                _ => panic!("testenv: {e}"),
-            },
-        }
+        let found = if tools::is_known(name) {
+            tools::resolve(name)
+        } else {
+            // Not a binary with envtest conventions (e.g. `cert-manager-crds/`).
+            tools::tools_bin_dir().map(|dir| dir.join(name)).and_then(|p| {
+                if p.exists() {
+                    Ok(p)
+                } else {
+                    Err(Error::Other(format!("{} does not exist", p.display())))
+                }
+            })
+        };
+        found.unwrap_or_else(|e| panic!("testenv: {e}"))
     }
 
     /// All audit events logged so far (one JSON object per API request, `Metadata` level:

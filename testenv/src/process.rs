@@ -45,17 +45,18 @@ fn spawner() -> Result<&'static mpsc::Sender<Job>, Error> {
 
 /// Spawns `cmd` from the spawner thread with PDEATHSIG armed.
 fn spawn(mut cmd: Command) -> io::Result<Child> {
+    let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
     // functions (prctl, getppid), allocating nothing.
-    let parent = std::process::id() as libc::pid_t;
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
             // If the parent died between fork and prctl, the signal will never come.
+            // (ESRCH rather than a custom message: allocating after fork is not safe.)
             if libc::getppid() != parent {
-                return Err(io::Error::other("parent exited during spawn"));
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });

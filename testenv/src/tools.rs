@@ -31,6 +31,11 @@ pub(crate) fn build_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/tools/build.sh")
 }
 
+/// Whether `name` is one of the binaries with envtest-style lookup.
+pub(crate) fn is_known(name: &str) -> bool {
+    env_var_for(name).is_some()
+}
+
 fn env_var_for(name: &str) -> Option<&'static str> {
     KNOWN.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
 }
@@ -92,11 +97,18 @@ fn built_dir() -> Result<PathBuf, Error> {
         .map_err(Error::Other)
 }
 
-/// The project's tools directory (holding kwok, helm, `cert-manager-crds/`, ...), building
-/// its contents with `tests/tools/build.sh` if any known binary is missing.
+/// The project's tools directory: the one `tests/tools/build.sh --print` names, holding
+/// etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm and
+/// `cert-manager-crds/`. If anything is missing there, `tests/tools/build.sh` is run (once
+/// per process; a cold build takes several minutes) to build it.
+///
+/// Individual binaries are looked up first in envtest's places, so existing envtest assets
+/// are reused: `TEST_ASSET_ETCD`, `TEST_ASSET_KUBE_APISERVER`, `TEST_ASSET_KUBECTL`,
+/// `TEST_ASSET_KUBE_CONTROLLER_MANAGER`, `TEST_ASSET_KUBE_SCHEDULER`, `TEST_ASSET_KWOK`,
+/// `TEST_ASSET_HELM`, then `$KUBEBUILDER_ASSETS/<name>`, and only then this directory.
 pub fn tools_bin_dir() -> Result<PathBuf, Error> {
     let dir = printed_dir()?;
-    let complete = KNOWN.iter().all(|(n, _)| is_executable(&dir.join(n)));
+    let complete = KNOWN.iter().all(|(n, _)| is_executable(&dir.join(n))) && dir.join("cert-manager-crds").is_dir();
     if complete { Ok(dir) } else { built_dir() }
 }
 

@@ -65,23 +65,29 @@ fn port_of(url: &str) -> u16 {
 
 #[test]
 fn owned_control_plane_survives_its_starting_thread_and_stops_completely() {
+    // A state directory left by a SIGKILLed run (its owner pid is dead) is swept on start;
+    // one without an owner file is not ours and stays. TempDirs clean up even on failure.
+    let in_tmp = |prefix: &str| tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+    let stale = in_tmp("conclave-testenv-stale-");
+    let foreign = in_tmp("conclave-testenv-foreign-");
+    std::fs::create_dir(stale.path().join("etcd")).unwrap();
+    // pid_max is at most 2^22, so this pid cannot exist.
+    std::fs::write(stale.path().join("owner"), "4194305 12345").unwrap();
+
     // Start from a thread that then exits: with PDEATHSIG armed on the forking thread this
     // would kill everything, unless forks happen on the harness's long-lived spawner thread.
-    let mut cp = std::thread::spawn(|| {
-        testenv::ControlPlane::start(testenv::Options {
-            kwok: false,
-            ..Default::default()
-        })
-        .unwrap()
-    })
-    .join()
-    .unwrap();
+    let mut cp = std::thread::spawn(|| testenv::ControlPlane::start(testenv::Options::default()).unwrap())
+        .join()
+        .unwrap();
+
+    assert!(!stale.path().exists(), "stale state directory was not swept");
+    assert!(foreign.path().exists(), "a directory without owner file was removed");
 
     let pids = cp.pids();
     assert_eq!(
         pids.len(),
-        4,
-        "etcd, apiserver, controller-manager, scheduler: {pids:?}"
+        5,
+        "etcd, apiserver, controller-manager, scheduler, kwok: {pids:?}"
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
