@@ -83,16 +83,19 @@ pub fn child_name(parent: &str, suffix: &str) -> String {
     if full.len() <= MAX {
         return full;
     }
-    let hash = fnv1a(parent.as_bytes());
+    // The low 32 bits are plenty to keep two long parent names apart.
+    let hash = stable_hash(parent.as_bytes()) as u32;
     let keep = MAX - suffix.len() - 10; // '-' + 8 hex + '-'
     let head: String = parent.chars().take(keep).collect();
     format!("{}-{hash:08x}-{suffix}", head.trim_end_matches(['-', '.']))
 }
 
-fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes
-        .iter()
-        .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193))
+/// 64-bit FNV-1a: a short, stable, non-cryptographic hash, identical on every operator replica
+/// and across releases. The one hash for names and content fingerprints.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]

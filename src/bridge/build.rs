@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretKeySelector, ServicePort, TCPSocketAction, Volume,
-    VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretKeySelector, Service, ServicePort,
+    ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::context::Ctx;
 use super::{certificate, coturn, jicofo, network_policy, prosody, sfu, web};
+use crate::api::Exposure;
 use crate::api::bridge::AuthMode;
 use crate::child::Child;
 use crate::labels::Component;
@@ -92,10 +93,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 /// A short, stable hash of some content (64-bit FNV-1a, 16 hex digits). Not cryptographic:
 /// it only has to change when the content does, identically on every operator replica.
 pub fn content_hash(content: &str) -> String {
-    let h = content.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("{h:016x}")
+    format!("{:016x}", crate::labels::stable_hash(content.as_bytes()))
 }
 
 /// Maps a message to the builders' error type, for the few inputs admission should have
@@ -348,6 +346,42 @@ pub(crate) fn deployment(
         },
         ..Deployment::default()
     }
+}
+
+pub(crate) fn container_port(name: &str, port: i32, protocol: &str) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some(protocol.into()),
+        ..ContainerPort::default()
+    }
+}
+
+/// A Service that exposes `ports` outside the cluster as `exposure` says; `None` for HostPort,
+/// where the pod's own host port (or host network) is the exposure. Local traffic policy keeps
+/// the client's source address (ICE and TURN both see it) and skips a second hop.
+pub(crate) fn external_service(
+    metadata: ObjectMeta,
+    exposure: Exposure,
+    selector: BTreeMap<String, String>,
+    ports: Vec<ServicePort>,
+) -> Option<Service> {
+    let type_ = match exposure {
+        Exposure::HostPort => return None,
+        Exposure::NodePort => "NodePort",
+        Exposure::LoadBalancer => "LoadBalancer",
+    };
+    Some(Service {
+        metadata,
+        spec: Some(ServiceSpec {
+            type_: Some(type_.into()),
+            selector: Some(selector),
+            ports: Some(ports),
+            external_traffic_policy: Some("Local".into()),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    })
 }
 
 pub(crate) fn service_port(name: &str, port: i32, target: i32, protocol: &str) -> ServicePort {

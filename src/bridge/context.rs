@@ -10,6 +10,9 @@ use crate::api::BridgeSpec;
 use crate::images;
 use crate::labels::{self, Component};
 
+/// `conclave.dev/owner-kind` of every Bridge child.
+pub const OWNER_KIND: &str = "bridge";
+
 /// What the builders of one Bridge work from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ctx {
@@ -52,12 +55,12 @@ impl Ctx {
 
     /// Labels of a child of this Bridge.
     pub fn labels(&self, component: Component) -> BTreeMap<String, String> {
-        labels::labels("bridge", &self.name, component)
+        labels::labels(OWNER_KIND, &self.name, component)
     }
 
     /// Pod selector of one component.
     pub fn selector(&self, component: Component) -> BTreeMap<String, String> {
-        labels::selector("bridge", &self.name, component)
+        labels::selector(OWNER_KIND, &self.name, component)
     }
 
     /// Metadata of a child: name, namespace, labels, controller reference.

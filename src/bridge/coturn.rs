@@ -19,14 +19,13 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, PodSpec, SecretVolumeSource, Service, ServiceSpec,
-    Volume,
+    ConfigMap, ConfigMapVolumeSource, Container, PodSpec, SecretVolumeSource, Service, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::build::{
-    CONFIG_HASH_ANNOTATION, bounded, content_hash, deployment, empty_dir, invalid, mount, pod_spec, requests,
-    secret_env, service_port, tcp_probe, template,
+    CONFIG_HASH_ANNOTATION, bounded, container_port, content_hash, deployment, empty_dir, external_service, invalid,
+    mount, pod_spec, requests, secret_env, service_port, tcp_probe, template,
 };
 use super::context::{Ctx, restricted_container, restricted_pod};
 use super::secrets;
@@ -57,7 +56,9 @@ pub fn build(ctx: &Ctx) -> Result<Vec<Child>, serde_json::Error> {
         out.push(Child::new(&daemon_set(ctx, &conf))?);
     } else {
         out.push(Child::new(&deploy(ctx, &conf))?);
-        out.push(Child::new(&service(ctx))?);
+    }
+    if let Some(svc) = service(ctx) {
+        out.push(Child::new(&svc)?);
     }
     Ok(out)
 }
@@ -146,17 +147,14 @@ fn pod(ctx: &Ctx) -> PodSpec {
         // Mounted as a directory (no subPath), so the kubelet swaps in renewed certificates.
         mounts.push(mount("tls", turn::TLS_DIR, true));
     }
-    let port = |name: &str, p: i32, proto: &str| ContainerPort {
-        name: Some(name.into()),
-        container_port: p,
-        protocol: Some(proto.into()),
-        ..ContainerPort::default()
-    };
-    let mut ports = vec![port("turn-udp", t.port, "UDP"), port("turn-tcp", t.port, "TCP")];
+    let mut ports = vec![
+        container_port("turn-udp", t.port, "UDP"),
+        container_port("turn-tcp", t.port, "TCP"),
+    ];
     if tls.is_some() {
-        ports.push(port("turns", t.tls_port, "TCP"));
+        ports.push(container_port("turns", t.tls_port, "TCP"));
     }
-    ports.push(port("metrics", i32::from(turn::PROMETHEUS_PORT), "TCP"));
+    ports.push(container_port("metrics", i32::from(turn::PROMETHEUS_PORT), "TCP"));
     let server = Container {
         name: "coturn".into(),
         image: Some(ctx.images.coturn.clone()),
@@ -217,7 +215,8 @@ fn daemon_set(ctx: &Ctx, conf: &str) -> DaemonSet {
     }
 }
 
-fn service(ctx: &Ctx) -> Service {
+/// `None` with HostPort exposure: the DaemonSet's host network is the exposure.
+fn service(ctx: &Ctx) -> Option<Service> {
     let t = &ctx.spec.turn;
     let mut ports = vec![
         service_port("turn-udp", t.port, t.port, "UDP"),
@@ -226,22 +225,13 @@ fn service(ctx: &Ctx) -> Service {
     if ctx.tls_secret.is_some() {
         ports.push(service_port("turns", t.tls_port, t.tls_port, "TCP"));
     }
-    let type_ = match t.exposure {
-        Exposure::NodePort => "NodePort",
-        Exposure::LoadBalancer | Exposure::HostPort => "LoadBalancer",
-    };
-    Service {
-        metadata: ctx.meta("turn", Component::Turn),
-        spec: Some(ServiceSpec {
-            type_: Some(type_.into()),
-            selector: Some(ctx.selector(Component::Turn)),
-            ports: Some(ports),
-            // Keeps the client's address, which coturn sees as the allocation's source.
-            external_traffic_policy: Some("Local".into()),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    }
+    // Local traffic policy keeps the client's address, which coturn sees as the allocation's source.
+    external_service(
+        ctx.meta("turn", Component::Turn),
+        t.exposure,
+        ctx.selector(Component::Turn),
+        ports,
+    )
 }
 
 #[cfg(test)]
@@ -332,14 +322,18 @@ mod tests {
         let pod = deploy(&ctx, &conf).spec.template.spec.expect("pod");
         assert_eq!(pod.containers.len(), 1);
         assert_eq!(pod.share_process_namespace, None);
-        let ports = service(&ctx).spec.and_then(|s| s.ports).expect("ports");
+        let ports = service(&ctx)
+            .expect("a Service outside HostPort")
+            .spec
+            .and_then(|s| s.ports)
+            .expect("ports");
         assert!(!ports.iter().any(|p| p.name.as_deref() == Some("turns")));
     }
 
     #[test]
     fn service_ports() {
         let ctx = sample_ctx();
-        let spec = service(&ctx).spec.expect("spec");
+        let spec = service(&ctx).expect("a Service outside HostPort").spec.expect("spec");
         assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
         assert_eq!(spec.external_traffic_policy.as_deref(), Some("Local"));
         let ports: Vec<(String, i32, String)> = spec

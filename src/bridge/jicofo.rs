@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, ContainerPort, EnvVar};
+use k8s_openapi::api::core::v1::{Container, EnvVar};
 
 use super::build::{
-    JVB_BREWERY_MUC, auth_env, deployment, env, http_probe, jitsi_env, jitsi_scratch, pod_spec, requests, secret_env,
-    template,
+    JVB_BREWERY_MUC, auth_env, container_port, deployment, env, http_probe, jitsi_env, jitsi_scratch, pod_spec,
+    requests, secret_env, template,
 };
 use super::context::{Ctx, restricted_container, restricted_pod};
 use super::secrets;
@@ -54,12 +54,7 @@ fn deploy(ctx: &Ctx) -> Deployment {
         name: "jicofo".into(),
         image: Some(ctx.images.jicofo.clone()),
         env: Some(env_vars(ctx)),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: REST_PORT,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![container_port("http", REST_PORT, "TCP")]),
         // /about/health fails while no videobridge is operational: right for readiness (the
         // Bridge is not usable), wrong for liveness (a restart would not bring a bridge).
         readiness_probe: Some(http_probe("/about/health", REST_PORT, 10, 10, 3)),

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, ContainerPort, EnvVar, Service, ServiceSpec};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Service, ServiceSpec};
 
 use super::build::{
-    JVB_AUTH_USER, auth_env, deployment, env, http_probe, jitsi_env, jitsi_scratch, pod_spec, requests, secret_env,
-    service_port, tcp_probe, template,
+    JVB_AUTH_USER, auth_env, container_port, deployment, env, http_probe, jitsi_env, jitsi_scratch, pod_spec, requests,
+    secret_env, service_port, tcp_probe, template,
 };
 use super::context::{Ctx, restricted_container, restricted_pod};
 use super::secrets;
@@ -116,18 +116,8 @@ fn deploy(ctx: &Ctx) -> Result<k8s_openapi::api::apps::v1::Deployment, serde_jso
         image: Some(ctx.images.prosody.clone()),
         env: Some(env_vars(ctx)?),
         ports: Some(vec![
-            ContainerPort {
-                name: Some("xmpp".into()),
-                container_port: XMPP_PORT,
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("http".into()),
-                container_port: HTTP_PORT,
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            },
+            container_port("xmpp", XMPP_PORT, "TCP"),
+            container_port("http", HTTP_PORT, "TCP"),
         ]),
         // `/health` only answers loopback (403 to the kubelet); BOSH answering means the HTTP
         // side is up, the c2s port that the XMPP side is.

@@ -12,13 +12,13 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Container, ContainerPort, EnvVar, ExecAction, Lifecycle, LifecycleHandler, NodeAffinity, NodeSelector,
-    NodeSelectorRequirement, NodeSelectorTerm, Service, ServiceSpec,
+    NodeSelectorRequirement, NodeSelectorTerm, Service,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::build::{
-    JVB_AUTH_USER, JVB_BREWERY_MUC, env, field_env, http_probe, invalid, jitsi_env, jitsi_scratch, parse_duration,
-    pod_spec, requests, secret_env, service_port, template,
+    JVB_AUTH_USER, JVB_BREWERY_MUC, container_port, env, external_service, field_env, http_probe, invalid, jitsi_env,
+    jitsi_scratch, parse_duration, pod_spec, requests, secret_env, service_port, template,
 };
 use super::context::{Ctx, SfuReplica, restricted_container, restricted_pod};
 use super::secrets;
@@ -58,7 +58,8 @@ fn grace_seconds(ctx: &Ctx) -> Result<i64, serde_json::Error> {
         .saturating_add(SHUTDOWN_MARGIN_SECONDS))
 }
 
-fn suffix(r: &SfuReplica) -> String {
+/// Name suffix of replica `r`'s StatefulSet and Service.
+pub fn suffix(r: &SfuReplica) -> String {
     format!("sfu-{}", r.index)
 }
 
@@ -123,18 +124,10 @@ fn stateful_set(ctx: &Ctx, r: &SfuReplica, grace: i64, has_service: bool) -> Sta
         env: Some(env_vars(ctx, r)),
         ports: Some(vec![
             ContainerPort {
-                name: Some("media".into()),
-                container_port: r.port,
                 host_port: host_port.then_some(r.port),
-                protocol: Some("UDP".into()),
-                ..ContainerPort::default()
+                ..container_port("media", r.port, "UDP")
             },
-            ContainerPort {
-                name: Some("http".into()),
-                container_port: HTTP_PORT,
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            },
+            container_port("http", HTTP_PORT, "TCP"),
         ]),
         readiness_probe: Some(http_probe("/about/health", HTTP_PORT, 10, 10, 3)),
         liveness_probe: Some(http_probe("/about/health", HTTP_PORT, 60, 20, 3)),
@@ -191,24 +184,15 @@ fn stateful_set(ctx: &Ctx, r: &SfuReplica, grace: i64, has_service: bool) -> Sta
 /// The replica's own Service: `NodePort` on exactly its port, or a `LoadBalancer`. Local
 /// traffic policy keeps the client's source address (ICE checks it) and skips a second hop.
 fn service(ctx: &Ctx, r: &SfuReplica) -> Option<Service> {
-    let (type_, node_port) = match ctx.spec.sfu.media.exposure {
-        Exposure::HostPort => return None,
-        Exposure::NodePort => ("NodePort", Some(r.port)),
-        Exposure::LoadBalancer => ("LoadBalancer", None),
-    };
+    let exposure = ctx.spec.sfu.media.exposure;
     let mut port = service_port("media", r.port, r.port, "UDP");
-    port.node_port = node_port;
-    Some(Service {
-        metadata: ctx.meta(&suffix(r), Component::Sfu),
-        spec: Some(ServiceSpec {
-            type_: Some(type_.into()),
-            selector: Some(replica_selector(ctx, r)),
-            ports: Some(vec![port]),
-            external_traffic_policy: Some("Local".into()),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    })
+    port.node_port = (exposure == Exposure::NodePort).then_some(r.port);
+    external_service(
+        ctx.meta(&suffix(r), Component::Sfu),
+        exposure,
+        replica_selector(ctx, r),
+        vec![port],
+    )
 }
 
 #[cfg(test)]

@@ -4,17 +4,15 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, Service, ServiceSpec, Volume,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, ConfigMapVolumeSource, Container, EnvVar, Service, ServiceSpec, Volume};
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec,
     IngressTLS, ServiceBackendPort,
 };
 
 use super::build::{
-    CONFIG_HASH_ANNOTATION, auth_env, content_hash, deployment, env, http_probe, jitsi_env, jitsi_scratch, mount,
-    pod_spec, requests, service_port, template,
+    CONFIG_HASH_ANNOTATION, auth_env, container_port, content_hash, deployment, env, http_probe, jitsi_env,
+    jitsi_scratch, mount, pod_spec, requests, service_port, template,
 };
 use super::context::{Ctx, restricted_container, restricted_pod};
 use super::prosody;
@@ -120,12 +118,7 @@ fn deploy(ctx: &Ctx) -> k8s_openapi::api::apps::v1::Deployment {
         name: "web".into(),
         image: Some(ctx.images.web.clone()),
         env: Some(env_vars(ctx)),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: HTTP_PORT,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![container_port("http", HTTP_PORT, "TCP")]),
         readiness_probe: Some(http_probe("/", HTTP_PORT, 5, 10, 3)),
         liveness_probe: Some(http_probe("/", HTTP_PORT, 30, 20, 3)),
         resources: Some(requests("50m", "64Mi")),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Node, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -20,12 +20,10 @@ use tracing::Instrument;
 use super::{Context, Error};
 use crate::api::Exposure;
 use crate::api::bridge::{Bridge, BridgeStatus, SfuStatus};
-use crate::bridge::context::{Ctx, SfuReplica};
+use crate::bridge::context::{Ctx, OWNER_KIND, SfuReplica};
 use crate::bridge::{build, secrets};
 use crate::labels::{self, FIELD_MANAGER};
 use crate::{apply, turn};
-
-const OWNER_KIND: &str = "bridge";
 
 /// One reconcile of one Bridge.
 pub async fn reconcile(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Action, Error> {
@@ -66,19 +64,10 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     }
 
-    let secret_name = labels::child_name(&name, secrets::SUFFIX);
-    ensure_generated_secret(&cx, &bridge, &ns, &secret_name).await?;
-
     let (tls_secret, cert_cond) = tls_state(&cx, &bridge, &ns, &name).await?;
     conditions.push(cert_cond);
 
-    let sfu = plan_sfu(
-        &bridge,
-        &cx.nodes,
-        &cx.store(crate::controller::Kind::Service),
-        &ns,
-        &name,
-    );
+    let sfu = plan_sfu(&bridge, &cx.nodes, &cx.store(super::Kind::Service), &ns, &name);
     let owner = bridge
         .controller_owner_ref(&())
         .ok_or(Error::MissingField("metadata.uid"))?;
@@ -88,12 +77,14 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
         owner,
         spec: bridge.spec.clone(),
         images: bridge.spec.images.resolve(),
-        secret_name: secret_name.clone(),
-        tls_secret: tls_secret.clone(),
-        sfu: sfu.clone(),
+        secret_name: labels::child_name(&name, secrets::SUFFIX),
+        tls_secret,
+        sfu,
         turn_hosts: vec![bridge.spec.domain.clone()],
     };
+    ensure_generated_secret(&cx, &ctx).await?;
     let desired = build::desired(&ctx).map_err(|e| Error::Build(e.to_string()))?;
+    let sfu = &ctx.sfu;
 
     // Apply what differs from the caches; nothing is sent for what already matches.
     let mut wanted = BTreeSet::new();
@@ -111,7 +102,7 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
         }
         wanted.insert((child.resource.kind.clone(), child.name().to_string()));
     }
-    prune(&cx, &ns, &name, &uid, &wanted, &secret_name).await?;
+    prune(&cx, &ns, &name, &uid, &wanted, &ctx.secret_name).await?;
 
     // Status from the caches.
     let ready = |kind, suffix: &str| cx.workload_ready(kind, &ns, &labels::child_name(&name, suffix));
@@ -127,7 +118,7 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     ));
     let ready_sfu = sfu
         .iter()
-        .filter(|r| ready(super::Kind::StatefulSet, &format!("sfu-{}", r.index)))
+        .filter(|r| ready(super::Kind::StatefulSet, &crate::bridge::sfu::suffix(r)))
         .count() as i32;
     let addressed = sfu.iter().all(|r| !r.advertise.is_empty());
     let sfu_ok = ready_sfu == sfu.len() as i32 && addressed;
@@ -176,11 +167,7 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
         observed_generation: generation,
         conditions,
         url: Some(format!("https://{}/", bridge.spec.domain)),
-        turn_uris: if bridge.spec.turn.enabled {
-            turn_uris(&bridge, tls_secret.is_some())
-        } else {
-            Vec::new()
-        },
+        turn_uris: turn_uris(&ctx),
         sfu: Some(SfuStatus {
             replicas: sfu.len() as i32,
             ready_replicas: ready_sfu,
@@ -202,15 +189,19 @@ fn endpoint(r: &SfuReplica) -> String {
     }
 }
 
-fn turn_uris(bridge: &Bridge, tls: bool) -> Vec<String> {
-    let t = &bridge.spec.turn;
-    let d = &bridge.spec.domain;
-    let mut v = vec![
-        format!("turn:{d}:{}?transport=udp", t.port),
-        format!("turn:{d}:{}?transport=tcp", t.port),
-    ];
-    if tls {
-        v.push(format!("turns:{d}:{}?transport=tcp", t.tls_port));
+/// The TURN URIs clients get: the same hosts and ports prosody hands out.
+fn turn_uris(ctx: &Ctx) -> Vec<String> {
+    let t = &ctx.spec.turn;
+    if !t.enabled {
+        return Vec::new();
+    }
+    let mut v = Vec::new();
+    for host in &ctx.turn_hosts {
+        v.push(format!("turn:{host}:{}?transport=udp", t.port));
+        v.push(format!("turn:{host}:{}?transport=tcp", t.port));
+        if ctx.tls_secret.is_some() {
+            v.push(format!("turns:{host}:{}?transport=tcp", t.tls_port));
+        }
     }
     v
 }
@@ -287,13 +278,7 @@ fn external_ip(node: &Node) -> Option<String> {
 }
 
 fn lb_address(services: &Store<DynamicObject>, ns: &str, name: &str) -> Option<String> {
-    let svc = services.get(
-        &ObjectRef::new_with(
-            name,
-            kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&()),
-        )
-        .within(ns),
-    )?;
+    let svc = services.get(&ObjectRef::new_with(name, super::Kind::Service.resource()).within(ns))?;
     let ingress = svc
         .data
         .get("status")?
@@ -307,7 +292,8 @@ fn lb_address(services: &Store<DynamicObject>, ns: &str, name: &str) -> Option<S
 
 /// Creates the generated Secret once, with random values. Never updated by the reconciler, so
 /// values survive restarts and GitOps never sees them.
-async fn ensure_generated_secret(cx: &Context, bridge: &Bridge, ns: &str, name: &str) -> Result<(), Error> {
+async fn ensure_generated_secret(cx: &Context, ctx: &Ctx) -> Result<(), Error> {
+    let (name, ns) = (&ctx.secret_name, &ctx.namespace);
     if cx
         .store(super::Kind::Secret)
         .get(&ObjectRef::new_with(name, super::Kind::Secret.resource()).within(ns))
@@ -320,17 +306,7 @@ async fn ensure_generated_secret(cx: &Context, bridge: &Bridge, ns: &str, name: 
         .map(|k| (k.to_string(), ByteString(random_secret().into_bytes())))
         .collect();
     let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: Some(ns.to_string()),
-            labels: Some(labels::labels(
-                OWNER_KIND,
-                &bridge.name_any(),
-                labels::Component::Secrets,
-            )),
-            owner_references: bridge.controller_owner_ref(&()).map(|o| vec![o]),
-            ..ObjectMeta::default()
-        },
+        metadata: ctx.meta(secrets::SUFFIX, labels::Component::Secrets),
         data: Some(data),
         type_: Some("Opaque".into()),
         ..Secret::default()
@@ -442,7 +418,7 @@ async fn prune(
     wanted: &BTreeSet<(String, String)>,
     secret: &str,
 ) -> Result<(), Error> {
-    for kind in super::Kind::PRUNABLE {
+    for kind in super::Kind::ALL {
         for obj in cx.store(kind).state() {
             let is_ours = obj.metadata.namespace.as_deref() == Some(ns)
                 && obj.labels().get(labels::INSTANCE).map(String::as_str) == Some(name)

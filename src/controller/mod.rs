@@ -45,7 +45,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 9] = [
+    /// Every kind, all watched and all pruned when no longer desired.
+    pub const ALL: [Kind; 9] = [
         Kind::ConfigMap,
         Kind::Secret,
         Kind::Service,
@@ -56,8 +57,6 @@ impl Kind {
         Kind::Ingress,
         Kind::Certificate,
     ];
-    /// Kinds pruned when no longer desired.
-    pub const PRUNABLE: [Kind; 9] = Kind::ALL;
 
     pub fn resource(self) -> ApiResource {
         match self {
