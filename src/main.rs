@@ -29,6 +29,12 @@ enum Command {
         /// Log format: `json` (default in a cluster) or `text`.
         #[arg(long, env = "CONCLAVE_LOG_FORMAT")]
         log_format: Option<LogFormat>,
+        /// Watch only this namespace (default: all namespaces).
+        #[arg(long, env = "CONCLAVE_WATCH_NAMESPACE")]
+        watch_namespace: Option<String>,
+        /// Test only: read "now" from this file (RFC 3339) instead of the system clock.
+        #[arg(long, env = "CONCLAVE_CLOCK_FILE", hide = true)]
+        clock_file: Option<PathBuf>,
     },
 }
 
@@ -42,7 +48,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crds { out_dir } => crds(out_dir),
-        Command::Run { log_format } => run(log_format),
+        Command::Run {
+            log_format,
+            watch_namespace,
+            clock_file,
+        } => run(log_format, watch_namespace.filter(|n| !n.is_empty()), clock_file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -68,7 +78,11 @@ fn crds(out_dir: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn run(log_format: Option<LogFormat>) -> Result<(), Box<dyn std::error::Error>> {
+fn run(
+    log_format: Option<LogFormat>,
+    watch_namespace: Option<String>,
+    clock_file: Option<PathBuf>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
@@ -81,7 +95,8 @@ fn run(log_format: Option<LogFormat>) -> Result<(), Box<dyn std::error::Error>> 
     runtime.block_on(async {
         let client = kube::Client::try_default().await?;
         tracing::info!("conclave operator starting");
-        conclave::controller::run(client).await?;
+        let clock = clock_file.map_or(conclave::clock::Clock::System, conclave::clock::Clock::File);
+        conclave::controller::run(client, clock, watch_namespace).await?;
         tracing::info!("conclave operator stopped");
         Ok(())
     })

@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child as Process, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::cluster;
+use common::operator::Operator;
 use conclave::api::Bridge;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -19,66 +17,6 @@ use serde_json::json;
 use testenv::wait_for;
 
 const OPERATOR_USER: &str = "conclave-operator-test";
-
-/// The operator as a child process; killed on drop. Its log lines are collected for assertions.
-struct Operator {
-    process: Process,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Operator {
-    fn start() -> Operator {
-        let cp = cluster();
-        let kubeconfig = cp.kubeconfig_as(OPERATOR_USER, &["system:masters"]);
-        let mut process = Command::new(env!("CARGO_BIN_EXE_conclave"))
-            .args(["run", "--log-format", "text"])
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,conclave=debug,kube=warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("operator starts");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for pipe in [
-            process
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            process
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    eprintln!("[operator] {line}");
-                    lines.lock().expect("log lock").push(line);
-                }
-            });
-        }
-        Operator { process, lines }
-    }
-
-    fn log_count(&self, needle: &str) -> usize {
-        self.lines
-            .lock()
-            .expect("log lock")
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
 
 fn self_signed_tls(domain: &str) -> Secret {
     let key = rcgen::KeyPair::generate().expect("key");
@@ -94,21 +32,6 @@ fn self_signed_tls(domain: &str) -> Secret {
     .expect("secret")
 }
 
-fn writes_by_operator(events: &[serde_json::Value]) -> Vec<String> {
-    events
-        .iter()
-        .filter(|e| e["user"]["username"] == OPERATOR_USER)
-        .filter(|e| e["stage"] == "ResponseComplete")
-        .filter(|e| {
-            matches!(
-                e["verb"].as_str(),
-                Some("create" | "update" | "patch" | "delete" | "deletecollection")
-            )
-        })
-        .map(|e| format!("{} {}", e["verb"], e["requestURI"]))
-        .collect()
-}
-
 fn ready(b: &Bridge) -> bool {
     b.status
         .as_ref()
@@ -120,7 +43,7 @@ async fn bridge_lifecycle() {
     let cp = cluster();
     let client = cp.client().await;
     let ns = testenv::namespace(&client, "bridge").await;
-    let operator = Operator::start();
+    let operator = Operator::start(OPERATOR_USER, &ns);
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     secrets
@@ -287,8 +210,8 @@ async fn bridge_lifecycle() {
     );
 
     // Converged: a change that alters no child (a label on the Bridge) is reconciled with zero writes.
-    let before = operator.log_count("reconciled");
-    let writes_before = writes_by_operator(&cp.audit_events()).len();
+    let before = operator.log_count(&["reconciled"]);
+    let writes_before = operator.writes().len();
     bridges
         .patch(
             "meet",
@@ -298,11 +221,11 @@ async fn bridge_lifecycle() {
         .await
         .expect("label");
     wait_for("a reconcile after the label change", Duration::from_secs(30), || {
-        let n = operator.log_count("reconciled");
+        let n = operator.log_count(&["reconciled"]);
         async move { (n > before).then_some(()) }
     })
     .await;
-    let writes = writes_by_operator(&cp.audit_events());
+    let writes = operator.writes();
     assert_eq!(
         writes[writes_before..].to_vec(),
         Vec::<String>::new(),
@@ -380,4 +303,262 @@ async fn bridge_lifecycle() {
         }
     })
     .await;
+}
+
+fn condition(b: &Bridge, type_: &str) -> Option<(String, String)> {
+    b.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+fn secret_text(s: &Secret, key: &str) -> String {
+    let bytes = s
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .unwrap_or_else(|| panic!("Secret has {key}"));
+    String::from_utf8(bytes.0.clone()).expect("utf-8")
+}
+
+/// Events the operator published about an object, as `(type, reason)`.
+async fn events_for(client: &kube::Client, ns: &str, name: &str) -> Vec<(String, String)> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
+        .collect()
+}
+
+/// A Bridge without TURN whose SFU uses NodePort `port` (NodePorts are cluster-wide, so every
+/// test Bridge needs its own).
+fn bridge_manifest(name: &str, port: i32, tls: serde_json::Value) -> Bridge {
+    serde_json::from_value(json!({
+        "apiVersion": "conclave.dev/v1alpha1", "kind": "Bridge",
+        "metadata": {"name": name},
+        "spec": {"domain": format!("{name}.example.com"), "tls": tls, "turn": {"enabled": false},
+                 "sfu": {"media": {"port": port}}}
+    }))
+    .expect("bridge")
+}
+
+/// No `spec.tls`: Conclave's CA issues the serving certificate, renews it when the clock says
+/// it is due, and secrets rotate on request without touching the ones not asked for.
+#[tokio::test]
+async fn own_ca_issues_and_renews_and_secrets_rotate() {
+    let cp = cluster();
+    let client = cp.client().await;
+    let ns = testenv::namespace(&client, "ownca").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = chrono::Utc::now();
+    let operator = Operator::with_clock("conclave-ownca-test", &ns, dir.path(), start);
+    let bridges: Api<Bridge> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let mut manifest = bridge_manifest("selfca", 31100, serde_json::Value::Null);
+    manifest.spec.tls = None;
+    bridges.create(&PostParams::default(), &manifest).await.expect("bridge");
+
+    let b = wait_for("CertificateReady from the own CA", Duration::from_secs(60), || {
+        let bridges = bridges.clone();
+        async move {
+            let b = bridges.get("selfca").await.ok()?;
+            (condition(&b, "CertificateReady")? == ("True".into(), "IssuedByConclaveCA".into())).then_some(b)
+        }
+    })
+    .await;
+    let ca = secrets.get("selfca-ca").await.expect("CA Secret");
+    let tls = secrets.get("selfca-tls").await.expect("serving Secret");
+    assert_eq!(tls.type_.as_deref(), Some("kubernetes.io/tls"));
+    let ca_pem = conclave::bridge::ca::Pem {
+        cert: secret_text(&ca, "ca.crt"),
+        key: secret_text(&ca, "ca.key"),
+    };
+    let serving = conclave::bridge::ca::Pem {
+        cert: secret_text(&tls, "tls.crt"),
+        key: secret_text(&tls, "tls.key"),
+    };
+    assert_eq!(secret_text(&tls, "ca.crt"), ca_pem.cert, "clients get the CA to trust");
+    assert_eq!(
+        conclave::bridge::ca::check_serving(Some(&serving), &ca_pem, "selfca.example.com", start),
+        None,
+        "the serving certificate names the domain, chains to the CA and is fresh"
+    );
+    let first = conclave::bridge::ca::inspect(&serving.cert).expect("inspect");
+    assert_eq!(first.dns_names, vec!["selfca.example.com"]);
+    for s in [&ca, &tls] {
+        let owner = &s.metadata.owner_references.clone().unwrap_or_default()[0];
+        assert_eq!((owner.kind.as_str(), owner.controller), ("Bridge", Some(true)));
+    }
+    assert_eq!(
+        b.status.as_ref().and_then(|s| s.url.as_deref()),
+        Some("https://selfca.example.com/")
+    );
+    let issued = events_for(&client, &ns, "selfca").await;
+    assert!(
+        issued.contains(&("Normal".into(), "CertificateIssued".into())),
+        "{issued:?}"
+    );
+
+    // 61 days later the certificate (90 days, renewed 30 days ahead) is due: a new one with a
+    // new key, from the same CA.
+    let later = start + chrono::Duration::days(61);
+    operator.set_now(later);
+    bridges
+        .patch(
+            "selfca",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"tick": "1"}}})),
+        )
+        .await
+        .expect("poke");
+    let renewed = wait_for("a renewed certificate", Duration::from_secs(60), || {
+        let secrets = secrets.clone();
+        let old = serving.cert.clone();
+        async move {
+            let s = secrets.get("selfca-tls").await.ok()?;
+            (secret_text(&s, "tls.crt") != old).then_some(s)
+        }
+    })
+    .await;
+    let info = conclave::bridge::ca::inspect(&secret_text(&renewed, "tls.crt")).expect("inspect");
+    assert!(info.not_before > first.not_before + chrono::Duration::days(60));
+    assert_ne!(secret_text(&renewed, "tls.key"), serving.key, "a fresh key at renewal");
+    let ca_after = secrets.get("selfca-ca").await.expect("CA Secret");
+    assert_eq!(secret_text(&ca_after, "ca.crt"), ca_pem.cert, "the CA is kept");
+
+    // Rotation of one key: only that value changes, and pods get the rotation annotation.
+    let generated = secrets.get("selfca-secrets").await.expect("generated Secret");
+    bridges
+        .patch(
+            "selfca",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "conclave.dev/rotate-secrets": "2026-11-26",
+                "conclave.dev/rotate-keys": "turn-secret"}}})),
+        )
+        .await
+        .expect("request rotation");
+    let rotated = wait_for("turn-secret rotated", Duration::from_secs(60), || {
+        let secrets = secrets.clone();
+        let old = secret_text(&generated, "turn-secret");
+        async move {
+            let s = secrets.get("selfca-secrets").await.ok()?;
+            (secret_text(&s, "turn-secret") != old).then_some(s)
+        }
+    })
+    .await;
+    for key in ["jwt-app-secret", "jicofo-password", "jvb-password"] {
+        assert_eq!(secret_text(&rotated, key), secret_text(&generated, key), "{key} kept");
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    wait_for("pods carry the rotation", Duration::from_secs(30), || {
+        let deployments = deployments.clone();
+        async move {
+            let d = deployments.get("selfca-prosody").await.ok()?;
+            let a = d.spec.template.metadata?.annotations?;
+            (a.get("conclave.dev/secrets-revision").map(String::as_str) == Some("2026-11-26")).then_some(())
+        }
+    })
+    .await;
+    let events = events_for(&client, &ns, "selfca").await;
+    assert!(
+        events.contains(&("Normal".into(), "SecretsRotated".into())),
+        "{events:?}"
+    );
+    // The same annotation again rotates nothing: the generated Secret is not written again.
+    let version = rotated.metadata.resource_version.clone();
+    bridges
+        .patch(
+            "selfca",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"tick": "2"}}})),
+        )
+        .await
+        .expect("poke");
+    let seen = operator.log_count(&["reconciled", "selfca"]);
+    wait_for("a reconcile after the poke", Duration::from_secs(30), || {
+        let n = operator.log_count(&["reconciled", "selfca"]);
+        async move { (n > seen).then_some(()) }
+    })
+    .await;
+    let again = secrets.get("selfca-secrets").await.expect("generated Secret");
+    assert_eq!(again.metadata.resource_version, version, "no second rotation");
+}
+
+/// A TLS Secret named by the Bridge that does not exist yet: a condition with the reason and a
+/// Warning Event, then Ready once it appears, without anyone touching the Bridge.
+#[tokio::test]
+async fn missing_tls_secret_is_reported_then_picked_up() {
+    let cp = cluster();
+    let client = cp.client().await;
+    let ns = testenv::namespace(&client, "byotls").await;
+    let _operator = Operator::start("conclave-byotls-test", &ns);
+    let bridges: Api<Bridge> = Api::namespaced(client.clone(), &ns);
+    bridges
+        .create(
+            &PostParams::default(),
+            &bridge_manifest("late", 31200, json!({"secretName": "byo-tls"})),
+        )
+        .await
+        .expect("bridge");
+    wait_for("SecretNotFound", Duration::from_secs(60), || {
+        let bridges = bridges.clone();
+        async move {
+            let b = bridges.get("late").await.ok()?;
+            (condition(&b, "CertificateReady")? == ("False".into(), "SecretNotFound".into())).then_some(())
+        }
+    })
+    .await;
+    wait_for("a Warning Event", Duration::from_secs(30), || {
+        let (client, ns) = (client.clone(), ns.clone());
+        async move {
+            let events = events_for(&client, &ns, "late").await;
+            events
+                .contains(&("Warning".into(), "SecretNotFound".into()))
+                .then_some(())
+        }
+    })
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .create(&PostParams::default(), &self_signed_tls("late.example.com"))
+        .await
+        .expect("tls secret");
+    wait_for(
+        "CertificateReady once the Secret exists",
+        Duration::from_secs(60),
+        || {
+            let bridges = bridges.clone();
+            async move {
+                let b = bridges.get("late").await.ok()?;
+                (condition(&b, "CertificateReady")? == ("True".into(), "Valid".into())).then_some(())
+            }
+        },
+    )
+    .await;
+
+    // A second Bridge asking for the same NodePort: a condition naming the clash, not a loop.
+    bridges
+        .create(
+            &PostParams::default(),
+            &bridge_manifest("clash", 31200, json!({"secretName": "byo-tls"})),
+        )
+        .await
+        .expect("bridge");
+    let b = wait_for("PortInUse", Duration::from_secs(60), || {
+        let bridges = bridges.clone();
+        async move {
+            let b = bridges.get("clash").await.ok()?;
+            (condition(&b, "ChildrenApplied")? == ("False".into(), "PortInUse".into())).then_some(b)
+        }
+    })
+    .await;
+    assert_eq!(condition(&b, "Ready").map(|c| c.0).as_deref(), Some("False"));
 }

@@ -199,6 +199,12 @@ pub struct Sfu {
     #[serde(default = "default_participants_per_replica")]
     #[schemars(range(min = 1, max = 10000))]
     pub participants_per_replica: i32,
+    /// How long before a Meeting's start its participants are reserved (the pool grows ahead of
+    /// the meeting so new pods are ready when people join), as a duration. At most 24h.
+    #[serde(default = "default_lead_time")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('0s') && duration(self) <= duration('24h')").message("spec.sfu.reservationLeadTime must be a duration between 0s and 24h"))]
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^(0|([0-9]+(\.[0-9]+)?(h|m|s|ms))+)$"))]
+    pub reservation_lead_time: String,
     /// How media (UDP) reaches each SFU pod.
     #[serde(default)]
     pub media: Media,
@@ -228,6 +234,7 @@ impl Default for Sfu {
             replicas: 1,
             max_replicas: None,
             participants_per_replica: default_participants_per_replica(),
+            reservation_lead_time: default_lead_time(),
             media: Media::default(),
             drain_timeout: default_drain_timeout(),
             resources: None,
@@ -251,6 +258,10 @@ fn one() -> i32 {
 
 fn default_participants_per_replica() -> i32 {
     100
+}
+
+fn default_lead_time() -> String {
+    "15m".into()
 }
 
 fn default_drain_timeout() -> String {

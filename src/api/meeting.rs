@@ -33,6 +33,7 @@ use super::common::E2eePolicy;
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.start) || !has(self.end) || self.end > self.start").message("spec.end must be after spec.start").field_path(".end"))]
 #[x_kube(validation = Rule::new("!has(self.maxParticipants) || !has(self.participants) || size(self.participants) <= self.maxParticipants").message("spec.maxParticipants is smaller than the number of spec.participants").field_path(".maxParticipants"))]
+#[x_kube(validation = Rule::new("!has(self.guests) || !self.guests.allowed || !has(self.participants) || !self.participants.exists(p, p.name == 'guest')").message("spec.participants: the name 'guest' is the key of the guest link; rename the participant or disallow guests").field_path(".participants"))]
 pub struct MeetingSpec {
     /// Name of the Bridge, in the same namespace, that hosts the room. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.bridge is immutable; create a new Meeting on the other Bridge"))]

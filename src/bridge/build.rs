@@ -25,6 +25,9 @@ use crate::labels::Component;
 /// Pod annotation carrying [`content_hash`] of a pod's mounted configuration, so a change to a
 /// ConfigMap rolls the pods that read it only at start.
 pub const CONFIG_HASH_ANNOTATION: &str = "conclave.dev/config-hash";
+/// Pod annotation carrying the generated Secret's rotation, so rotated values restart the pods
+/// that read them from their environment.
+pub const SECRETS_REVISION_ANNOTATION: &str = "conclave.dev/secrets-revision";
 
 /// Every child of a Bridge, in a stable order: certificate first (everything else mounts its
 /// Secret), then signalling, web, media, TURN, and the network policies last.
@@ -140,16 +143,15 @@ pub(crate) fn jitsi_env(ctx: &Ctx) -> Vec<EnvVar> {
 
 /// Authentication switches read by web, prosody and jicofo.
 ///
-/// `ENABLE_GUESTS=1` with JWT: the guest links a Meeting hands out are tokens too, but web only
-/// writes `config.hosts.anonymousdomain` and prosody only creates the guest VirtualHost when
-/// guests are on, and the client falls back to that domain for participants whose token is
-/// for the guest role; without it those links could not connect.
+/// `ENABLE_GUESTS=0` with JWT: a guest link is a token for its room too, so no anonymous
+/// VirtualHost is needed, and without one a client that holds no token cannot connect at all
+/// (with it, anonymous users could join any room a token holder had created).
 pub(crate) fn auth_env(ctx: &Ctx) -> Vec<EnvVar> {
     match ctx.spec.auth.mode {
         AuthMode::Jwt => vec![
             env("ENABLE_AUTH", "1"),
             env("AUTH_TYPE", "jwt"),
-            env("ENABLE_GUESTS", "1"),
+            env("ENABLE_GUESTS", "0"),
         ],
         AuthMode::Open => vec![env("ENABLE_AUTH", "0"), env("ENABLE_GUESTS", "0")],
     }
@@ -308,6 +310,10 @@ pub(crate) fn template(
 ) -> PodTemplateSpec {
     let mut labels = ctx.labels(component);
     labels.extend(extra_labels.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    let mut annotations = annotations;
+    if let Some(rev) = &ctx.secrets_revision {
+        annotations.insert(SECRETS_REVISION_ANNOTATION.to_string(), rev.clone());
+    }
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels),
@@ -426,6 +432,7 @@ pub(crate) mod fixtures {
             images: spec.images.resolve(),
             secret_name: "meet-secrets".into(),
             tls_secret: Some("meet-tls".into()),
+            secrets_revision: None,
             sfu: vec![
                 SfuReplica {
                     index: 0,

@@ -27,6 +27,9 @@ pub struct Ctx {
     pub secret_name: String,
     /// Secret with `tls.crt`/`tls.key` for `spec.domain`, once one exists.
     pub tls_secret: Option<String>,
+    /// Rotation the generated Secret's values belong to (see [`super::secrets::ROTATE_ANNOTATION`]);
+    /// pods carry it so a rotation restarts them with the new values. `None` before any rotation.
+    pub secrets_revision: Option<String>,
     /// SFU replicas to run, by index.
     pub sfu: Vec<SfuReplica>,
     /// Host names or addresses clients use to reach TURN.

@@ -1,6 +1,7 @@
 //! The Bridge reconciler's pure parts: inputs, generated secrets, and one builder per child kind.
 
 pub mod build;
+pub mod ca;
 pub mod certificate;
 pub mod context;
 pub mod coturn;

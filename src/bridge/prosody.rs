@@ -28,8 +28,13 @@ pub const JWT_APP_ID: &str = "conclave";
 /// (docker-jitsi-meet unpacks the latest jitsi-contrib/prosody-plugins tag there):
 /// `token_affiliation` makes exactly the participants whose token says so moderators (with
 /// jicofo's own JWT roles and auto-owner turned off, see [`super::jicofo`]); `token_no_wildcard`
-/// refuses tokens whose `room` or `sub` is `*`, so a leaked token opens one room, not all.
-pub const JWT_MUC_MODULES: &str = "token_affiliation,token_no_wildcard";
+/// refuses tokens whose `room` or `sub` is `*`, so a leaked token opens one room, not all;
+/// `token_lobby_ondemand` sends a holder whose token says `context.user.lobby: true` (a Meeting's
+/// guest link with `guests.lobby`) to the lobby, switching it on for the room, while invited
+/// participants go straight in.
+pub const JWT_MUC_MODULES: &str = "token_affiliation,token_no_wildcard,token_lobby_ondemand";
+/// VirtualHost modules in JWT mode: `persistent_lobby` is what `token_lobby_ondemand` needs.
+pub const JWT_MODULES: &str = "persistent_lobby";
 
 /// Prosody's Service and Deployment.
 pub fn build(ctx: &Ctx) -> Result<Vec<Child>, serde_json::Error> {
@@ -73,6 +78,7 @@ pub fn env_vars(ctx: &Ctx) -> Result<Vec<EnvVar>, serde_json::Error> {
             env("JWT_ACCEPTED_AUDIENCES", JWT_APP_ID),
             env("JWT_ALLOW_EMPTY", "0"),
             env("XMPP_MUC_MODULES", JWT_MUC_MODULES),
+            env("XMPP_MODULES", JWT_MODULES),
         ]);
     }
     e.extend(turn_env(ctx)?);
@@ -171,13 +177,13 @@ mod tests {
         assert_eq!(v("XMPP_SERVER").as_deref(), Some("meet-prosody.conf.svc"));
         assert_eq!(v("ENABLE_AUTH").as_deref(), Some("1"));
         assert_eq!(v("AUTH_TYPE").as_deref(), Some("jwt"));
-        assert_eq!(v("ENABLE_GUESTS").as_deref(), Some("1"));
+        assert_eq!(v("ENABLE_GUESTS").as_deref(), Some("0"));
         assert_eq!(v("JWT_APP_ID").as_deref(), Some("conclave"));
         assert_eq!(v("JWT_ACCEPTED_ISSUERS").as_deref(), Some("conclave"));
         assert_eq!(v("JWT_ALLOW_EMPTY").as_deref(), Some("0"));
         assert_eq!(
             v("XMPP_MUC_MODULES").as_deref(),
-            Some("token_affiliation,token_no_wildcard")
+            Some("token_affiliation,token_no_wildcard,token_lobby_ondemand")
         );
         assert_eq!(
             v("S6_YES_I_WANT_A_WORLD_WRITABLE_RUN_BECAUSE_KUBERNETES").as_deref(),

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use chrono::{DateTime, Utc};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -20,10 +22,12 @@ use tracing::Instrument;
 use super::{Context, Error};
 use crate::api::Exposure;
 use crate::api::bridge::{Bridge, BridgeStatus, SfuStatus};
-use crate::bridge::context::{Ctx, OWNER_KIND, SfuReplica};
-use crate::bridge::{build, secrets};
+pub use crate::bridge::context::OWNER_KIND;
+use crate::bridge::context::{Ctx, SfuReplica};
+use crate::bridge::{build, ca, certificate, secrets};
 use crate::labels::{self, FIELD_MANAGER};
-use crate::{apply, turn};
+use crate::meeting::{capacity, validate};
+use crate::{apply, clock, turn};
 
 /// One reconcile of one Bridge.
 pub async fn reconcile(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Action, Error> {
@@ -64,45 +68,84 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     }
 
-    let (tls_secret, cert_cond) = tls_state(&cx, &bridge, &ns, &name).await?;
-    conditions.push(cert_cond);
-
-    let sfu = plan_sfu(&bridge, &cx.nodes, &cx.store(super::Kind::Service), &ns, &name);
+    let now = cx.clock.now();
+    let hosted = cx.meetings.state();
+    let reservation = capacity::plan(
+        &bridge.spec.sfu,
+        hosted
+            .iter()
+            .filter(|m| m.namespace().as_deref() == Some(ns.as_str()) && m.spec.bridge == name)
+            .filter(|m| validate::against_bridge(&m.spec, &name, &bridge.spec).is_ok())
+            .map(|m| &m.spec),
+        now,
+    );
+    let sfu = plan_sfu(
+        &bridge,
+        reservation.replicas,
+        &cx.nodes,
+        &cx.store(super::Kind::Service),
+        &ns,
+        &name,
+    );
     let owner = bridge
         .controller_owner_ref(&())
         .ok_or(Error::MissingField("metadata.uid"))?;
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         name: name.clone(),
         namespace: ns.clone(),
         owner,
         spec: bridge.spec.clone(),
         images: bridge.spec.images.resolve(),
         secret_name: labels::child_name(&name, secrets::SUFFIX),
-        tls_secret,
+        tls_secret: None,
+        secrets_revision: None,
         sfu,
         turn_hosts: vec![bridge.spec.domain.clone()],
     };
-    ensure_generated_secret(&cx, &ctx).await?;
+    ctx.secrets_revision = ensure_generated_secret(&cx, &bridge, &ctx).await?;
+    let tls = tls_state(&cx, &bridge, &ctx).await?;
+    ctx.tls_secret = tls.secret.clone();
+    conditions.push(tls.condition.clone());
     let desired = build::desired(&ctx).map_err(|e| Error::Build(e.to_string()))?;
     let sfu = &ctx.sfu;
 
     // Apply what differs from the caches; nothing is sent for what already matches.
     let mut wanted = BTreeSet::new();
     let mut writes = 0;
+    // Children the API server refuses for a reason in the cluster (a NodePort another Service
+    // holds): reported as a condition, retried later, never a hot error loop.
+    let mut refused = Vec::new();
     for child in &desired {
         if child.resource.group == "cert-manager.io" && !cx.cert_manager {
             continue;
         }
-        let live = cx.live(child);
-        if apply::apply(&cx.client, child, live.as_deref())
-            .await
-            .map_err(|e| Error::Apply(child.key(), e))?
-        {
-            writes += 1;
-        }
         wanted.insert((child.resource.kind.clone(), child.name().to_string()));
+        let live = cx.live(child);
+        match apply::apply(&cx.client, child, live.as_deref()).await {
+            Ok(true) => writes += 1,
+            Ok(false) => {}
+            Err(kube::Error::Api(s)) if s.code == 422 => refused.push(format!("{}: {}", child.key(), s.message)),
+            Err(e) => return Err(Error::Apply(child.key(), e)),
+        }
     }
-    prune(&cx, &ns, &name, &uid, &wanted, &ctx.secret_name).await?;
+    if !refused.is_empty() {
+        let reason = if refused.iter().any(|r| r.contains("already allocated")) {
+            "PortInUse"
+        } else {
+            "ChildRefused"
+        };
+        conditions.push(cond(
+            "ChildrenApplied",
+            false,
+            reason,
+            &format!("the API server refused: {}", refused.join("; ")),
+            generation,
+        ));
+    }
+    for keep in tls.keep.iter().chain([&ctx.secret_name]) {
+        wanted.insert(("Secret".to_string(), keep.clone()));
+    }
+    prune(&cx, &bridge, &ns, &uid, &wanted).await?;
 
     // Status from the caches.
     let ready = |kind, suffix: &str| cx.workload_ready(kind, &ns, &labels::child_name(&name, suffix));
@@ -162,7 +205,6 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
         ),
     );
 
-    let capacity = sfu.len() as i32 * bridge.spec.sfu.participants_per_replica;
     let status = BridgeStatus {
         observed_generation: generation,
         conditions,
@@ -172,13 +214,32 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
             replicas: sfu.len() as i32,
             ready_replicas: ready_sfu,
             endpoints: sfu.iter().map(endpoint).collect(),
-            reserved_participants: 0,
-            available_participants: capacity,
+            reserved_participants: reservation.reserved,
+            available_participants: reservation.available(&bridge.spec.sfu),
         }),
     };
     let status_written = patch_status(&cx, &bridge, &ns, status).await?;
     tracing::info!(writes, status_written, "reconciled");
-    Ok(Action::await_change())
+    // Wake exactly when something is due: a certificate renewal or a Meeting entering or
+    // leaving its reservation.
+    let retry = (!refused.is_empty()).then(|| now + chrono::Duration::seconds(60));
+    let due = [tls.renew_at, reservation.next_change, retry]
+        .into_iter()
+        .flatten()
+        .min();
+    Ok(match due {
+        Some(at) => Action::requeue(clock::until(cx.clock.now(), at)),
+        None => Action::await_change(),
+    })
+}
+
+/// Whether a Bridge reads the Secret `name` (its own TLS Secret or the one cert-manager writes).
+pub fn uses_secret(bridge: &Bridge, name: &str) -> bool {
+    match bridge.spec.tls.as_ref() {
+        Some(t) if t.secret_name.as_deref() == Some(name) => true,
+        Some(t) if t.issuer_ref.is_some() => name == labels::child_name(&bridge.name_any(), "tls"),
+        _ => false,
+    }
 }
 
 fn endpoint(r: &SfuReplica) -> String {
@@ -219,6 +280,7 @@ fn ready_turn(cx: &Context, bridge: &Bridge, ns: &str, name: &str) -> bool {
 /// replica goes to the eligible node with the fewest replicas.
 pub fn plan_sfu(
     bridge: &Bridge,
+    count: i32,
     nodes: &Store<Node>,
     services: &Store<DynamicObject>,
     ns: &str,
@@ -226,7 +288,6 @@ pub fn plan_sfu(
 ) -> Vec<SfuReplica> {
     let sfu = &bridge.spec.sfu;
     let base = sfu.media.base_port();
-    let count = sfu.replicas;
     let mut eligible: Vec<(String, Option<String>)> = nodes
         .state()
         .iter()
@@ -290,43 +351,83 @@ fn lb_address(services: &Store<DynamicObject>, ns: &str, name: &str) -> Option<S
         .find_map(|i| i.get("ip").and_then(|v| v.as_str()).map(str::to_string))
 }
 
-/// Creates the generated Secret once, with random values. Never updated by the reconciler, so
-/// values survive restarts and GitOps never sees them.
-async fn ensure_generated_secret(cx: &Context, ctx: &Ctx) -> Result<(), Error> {
+/// Creates the generated Secret once, with random values, and replaces values only when a
+/// rotation is requested (see [`secrets::ROTATE_ANNOTATION`]). Returns the rotation the values
+/// belong to. Values survive restarts and GitOps never sees them.
+async fn ensure_generated_secret(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Result<Option<String>, Error> {
     let (name, ns) = (&ctx.secret_name, &ctx.namespace);
-    if cx
+    let requested = bridge.annotations().get(secrets::ROTATE_ANNOTATION).cloned();
+    let live = cx
         .store(super::Kind::Secret)
-        .get(&ObjectRef::new_with(name, super::Kind::Secret.resource()).within(ns))
-        .is_some()
-    {
-        return Ok(());
-    }
+        .get(&ObjectRef::new_with(name, super::Kind::Secret.resource()).within(ns));
+    let current = live
+        .as_ref()
+        .and_then(|l| l.annotations().get(secrets::ROTATION_ANNOTATION).cloned());
+    let rotate: Vec<&str> = match (&live, &requested) {
+        (None, _) => secrets::KEYS.to_vec(),
+        (Some(_), Some(r)) if current.as_ref() != Some(r) => secrets::keys_to_rotate(
+            bridge
+                .annotations()
+                .get(secrets::ROTATE_KEYS_ANNOTATION)
+                .map(String::as_str),
+        ),
+        _ => return Ok(current),
+    };
+    let old = |k: &str| {
+        live.as_ref()
+            .and_then(|l| l.data.get("data")?.get(k)?.as_str().map(str::to_string))
+            .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+    };
     let data = secrets::KEYS
         .iter()
-        .map(|k| (k.to_string(), ByteString(random_secret().into_bytes())))
+        .map(|k| {
+            let value = match old(k) {
+                Some(v) if !rotate.contains(k) => v,
+                _ => random_secret().into_bytes(),
+            };
+            (k.to_string(), ByteString(value))
+        })
         .collect();
+    let mut metadata = ctx.meta(secrets::SUFFIX, labels::Component::Secrets);
+    metadata.annotations = requested
+        .clone()
+        .map(|r| [(secrets::ROTATION_ANNOTATION.to_string(), r)].into());
+    metadata.resource_version = live.as_ref().and_then(|l| l.resource_version());
     let secret = Secret {
-        metadata: ctx.meta(secrets::SUFFIX, labels::Component::Secrets),
+        metadata,
         data: Some(data),
         type_: Some("Opaque".into()),
         ..Secret::default()
     };
     let api: Api<Secret> = Api::namespaced(cx.client.clone(), ns);
-    match api
-        .create(
-            &PostParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..PostParams::default()
-            },
-            &secret,
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        // The cache lagged behind a create of ours: the Secret is there, which is all we need.
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(Error::Apply(format!("Secret/{name}"), e)),
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    let result = match &live {
+        None => api.create(&pp, &secret).await,
+        Some(_) => api.replace(name, &pp, &secret).await,
+    };
+    match result {
+        Ok(_) => {}
+        // The cache lagged behind a write of ours: look again with the fresh object.
+        Err(kube::Error::Api(s)) if s.code == 409 => return Err(Error::Stale(format!("Secret/{name}"))),
+        Err(e) => return Err(Error::Apply(format!("Secret/{name}"), e)),
     }
+    if live.is_some() {
+        cx.event(
+            &bridge.object_ref(&()),
+            EventType::Normal,
+            "SecretsRotated",
+            "RotateSecrets",
+            format!(
+                "rotated {} in Secret {name}; pods using them restart",
+                rotate.join(", ")
+            ),
+        )
+        .await;
+    }
+    Ok(requested)
 }
 
 /// 32 random bytes, URL-safe base64: fits every component's config syntax.
@@ -336,39 +437,46 @@ fn random_secret() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Where the serving certificate comes from and whether it is usable.
-async fn tls_state(cx: &Context, bridge: &Bridge, ns: &str, name: &str) -> Result<(Option<String>, Condition), Error> {
+/// Where the serving certificate comes from, whether it is usable, and when to look again.
+struct TlsState {
+    secret: Option<String>,
+    condition: Condition,
+    /// When the operator must renew what it issued (own CA only).
+    renew_at: Option<DateTime<Utc>>,
+    /// Secrets of this mode that pruning must keep.
+    keep: Vec<String>,
+}
+
+impl TlsState {
+    fn not_ready(reason: &str, message: String, generation: Option<i64>, keep: Vec<String>) -> TlsState {
+        TlsState {
+            secret: None,
+            condition: cond("CertificateReady", false, reason, &message, generation),
+            renew_at: None,
+            keep,
+        }
+    }
+}
+
+async fn tls_state(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Result<TlsState, Error> {
     let generation = bridge.metadata.generation;
     let tls = bridge.spec.tls.clone().unwrap_or_default();
+    let tls_name = certificate::tls_secret_name(ctx);
     let (secret_name, managed) = match (&tls.issuer_ref, &tls.secret_name) {
         (Some(_), _) if !cx.cert_manager => {
-            return Ok((
-                None,
-                cond(
-                    "CertificateReady",
-                    false,
-                    "CertManagerMissing",
-                    "spec.tls.issuerRef needs cert-manager's CRDs installed in the cluster",
-                    generation,
-                ),
+            return Ok(TlsState::not_ready(
+                "CertManagerMissing",
+                "spec.tls.issuerRef needs cert-manager's CRDs installed in the cluster".into(),
+                generation,
+                vec![tls_name],
             ));
         }
-        (Some(_), _) => (labels::child_name(name, "tls"), true),
+        (Some(_), _) => (tls_name.clone(), true),
         (None, Some(s)) => (s.clone(), false),
-        (None, None) => {
-            return Ok((
-                None,
-                cond(
-                    "CertificateReady",
-                    false,
-                    "CANotImplemented",
-                    "Conclave's own CA is not implemented yet; set spec.tls",
-                    generation,
-                ),
-            ));
-        }
+        (None, None) => return own_ca(cx, bridge, ctx).await,
     };
-    let api: Api<Secret> = Api::namespaced(cx.client.clone(), ns);
+    let keep = if managed { vec![tls_name] } else { Vec::new() };
+    let api: Api<Secret> = Api::namespaced(cx.client.clone(), &ctx.namespace);
     let secret = api
         .get_opt(&secret_name)
         .await
@@ -385,56 +493,196 @@ async fn tls_state(cx: &Context, bridge: &Bridge, ns: &str, name: &str) -> Resul
                 format!("spec.tls.secretName: Secret {secret_name} does not exist"),
             )
         };
-        return Ok((None, cond("CertificateReady", false, reason, &msg, generation)));
+        return Ok(TlsState::not_ready(reason, msg, generation, keep));
     };
     let data = secret.data.unwrap_or_default();
     let has = |k: &str| data.get(k).is_some_and(|v| v.0.starts_with(b"-----BEGIN"));
     if !(has("tls.crt") && has("tls.key")) {
         let msg = format!("Secret {secret_name} lacks PEM tls.crt and tls.key");
-        return Ok((
-            None,
-            cond("CertificateReady", false, "SecretMalformed", &msg, generation),
-        ));
+        return Ok(TlsState::not_ready("SecretMalformed", msg, generation, keep));
     }
-    Ok((
-        Some(secret_name.clone()),
-        cond(
+    Ok(TlsState {
+        secret: Some(secret_name.clone()),
+        condition: cond(
             "CertificateReady",
             true,
             "Valid",
             &format!("Secret {secret_name}"),
             generation,
         ),
-    ))
+        renew_at: None,
+        keep,
+    })
+}
+
+/// Conclave's own CA: keeps a CA Secret and a serving certificate signed by it, replacing
+/// either when it is missing, unreadable, for another name, or due for renewal.
+async fn own_ca(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Result<TlsState, Error> {
+    let now = cx.clock.now();
+    let generation = bridge.metadata.generation;
+    let ca_name = ctx.child_name(ca::CA_SUFFIX);
+    let tls_name = certificate::tls_secret_name(ctx);
+    let keep = vec![ca_name.clone(), tls_name.clone()];
+    let secrets = cx.store(super::Kind::Secret);
+    let cached =
+        |name: &str| secrets.get(&ObjectRef::new_with(name, super::Kind::Secret.resource()).within(&ctx.namespace));
+    let live_ca = cached(&ca_name);
+    let live_tls = cached(&tls_name);
+
+    let mut ca_pem = live_ca
+        .as_deref()
+        .and_then(|o| pem_pair(o, ca::CA_CERT_KEY, ca::CA_KEY_KEY));
+    if let Some(why) = ca::check_ca(ca_pem.as_ref(), now) {
+        let fresh = ca::new_ca(&ctx.namespace, &ctx.name, now)?;
+        let data = [(ca::CA_CERT_KEY, &fresh.cert), (ca::CA_KEY_KEY, &fresh.key)];
+        write_secret(cx, ctx, &ca_name, "Opaque", &data, live_ca.as_deref()).await?;
+        tracing::info!(reason = why.as_str(), "issued a new CA");
+        ca_pem = Some(fresh);
+    }
+    let ca_pem = ca_pem.ok_or(Error::MissingField("CA certificate"))?;
+
+    let serving = live_tls.as_deref().and_then(|o| pem_pair(o, "tls.crt", "tls.key"));
+    let serving = match ca::check_serving(serving.as_ref(), &ca_pem, &ctx.spec.domain, now) {
+        None => serving.ok_or(Error::MissingField("serving certificate"))?,
+        Some(why) => {
+            let fresh = ca::issue(&ca_pem, &ctx.spec.domain, now)?;
+            let data = [
+                ("tls.crt", &fresh.cert),
+                ("tls.key", &fresh.key),
+                (ca::CA_CERT_KEY, &ca_pem.cert),
+            ];
+            write_secret(cx, ctx, &tls_name, "kubernetes.io/tls", &data, live_tls.as_deref()).await?;
+            let until = ca::inspect(&fresh.cert)?.not_after;
+            cx.event(
+                &bridge.object_ref(&()),
+                EventType::Normal,
+                "CertificateIssued",
+                "IssueCertificate",
+                format!(
+                    "Conclave CA issued a certificate for {} into Secret {tls_name} ({}), valid until {until}",
+                    ctx.spec.domain,
+                    why.as_str()
+                ),
+            )
+            .await;
+            fresh
+        }
+    };
+    let info = ca::inspect(&serving.cert)?;
+    let ca_info = ca::inspect(&ca_pem.cert)?;
+    let renew_at = ca::renew_at(&info, ca::SERVING_RENEW_BEFORE).min(ca::renew_at(&ca_info, ca::CA_RENEW_BEFORE));
+    Ok(TlsState {
+        secret: Some(tls_name.clone()),
+        condition: cond(
+            "CertificateReady",
+            true,
+            "IssuedByConclaveCA",
+            &format!(
+                "Secret {tls_name}, signed by the CA in Secret {ca_name} (clients must trust its ca.crt); renewal at {}",
+                renew_at.format("%Y-%m-%dT%H:%M:%SZ")
+            ),
+            generation,
+        ),
+        renew_at: Some(renew_at),
+        keep,
+    })
+}
+
+/// A certificate and key from a cached Secret, when both keys hold text.
+fn pem_pair(obj: &DynamicObject, cert: &str, key: &str) -> Option<ca::Pem> {
+    let field = |k: &str| {
+        let b64 = obj.data.get("data")?.get(k)?.as_str()?;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+        String::from_utf8(bytes).ok()
+    };
+    Some(ca::Pem {
+        cert: field(cert)?,
+        key: field(key)?,
+    })
+}
+
+/// Creates a Secret the operator owns, or replaces the cached version of it. The replace
+/// carries the cached resourceVersion, so a stale cache can never overwrite a newer value: the
+/// conflict sends the reconcile round again with the fresh object.
+async fn write_secret(
+    cx: &Context,
+    ctx: &Ctx,
+    name: &str,
+    type_: &str,
+    data: &[(&str, &String)],
+    live: Option<&DynamicObject>,
+) -> Result<(), Error> {
+    let mut meta = ctx.meta(ca::CA_SUFFIX, labels::Component::Certificate);
+    meta.name = Some(name.to_string());
+    meta.resource_version = live.and_then(|l| l.resource_version());
+    let secret = Secret {
+        metadata: meta,
+        type_: Some(type_.into()),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Secret::default()
+    };
+    let api: Api<Secret> = Api::namespaced(cx.client.clone(), &ctx.namespace);
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    let result = match live {
+        None => api.create(&pp, &secret).await,
+        Some(_) => api.replace(name, &pp, &secret).await,
+    };
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Stale(format!("Secret/{name}"))),
+        Err(e) => Err(Error::Apply(format!("Secret/{name}"), e)),
+    }
 }
 
 /// Deletes children of this Bridge that are no longer desired. Only objects carrying this
 /// Bridge's labels and controlled by its uid are candidates, so nothing else is ever touched.
 async fn prune(
     cx: &Context,
+    bridge: &Bridge,
     ns: &str,
-    name: &str,
     uid: &str,
     wanted: &BTreeSet<(String, String)>,
-    secret: &str,
 ) -> Result<(), Error> {
+    let name = bridge.name_any();
     for kind in super::Kind::ALL {
         for obj in cx.store(kind).state() {
             let is_ours = obj.metadata.namespace.as_deref() == Some(ns)
-                && obj.labels().get(labels::INSTANCE).map(String::as_str) == Some(name)
+                && obj.labels().get(labels::INSTANCE) == Some(&name)
                 && obj.labels().get(labels::OWNER_KIND).map(String::as_str) == Some(OWNER_KIND)
                 && obj
                     .owner_references()
                     .iter()
                     .any(|o| o.controller == Some(true) && o.uid == uid);
             let obj_name = obj.name_any();
-            if !is_ours || obj_name == secret || wanted.contains(&(kind.resource().kind, obj_name.clone())) {
+            if !is_ours || wanted.contains(&(kind.resource().kind, obj_name.clone())) {
                 continue;
             }
             tracing::info!(kind = %kind.resource().kind, name = %obj_name, "pruning child no longer desired");
             apply::delete(&cx.client, &kind.resource(), &obj)
                 .await
-                .map_err(|e| Error::Apply(obj_name, e))?;
+                .map_err(|e| Error::Apply(obj_name.clone(), e))?;
+            // A StatefulSet leaving the pool is an SFU replica draining: its pod's preStop
+            // hook lets its conferences finish, bounded by spec.sfu.drainTimeout.
+            if kind == super::Kind::StatefulSet {
+                cx.event(
+                    &bridge.object_ref(&()),
+                    EventType::Normal,
+                    "SFUDraining",
+                    "ScaleDown",
+                    format!(
+                        "SFU replica {obj_name} leaves the pool; it finishes its conferences (at most {}) before it stops",
+                        bridge.spec.sfu.drain_timeout
+                    ),
+                )
+                .await;
+            }
         }
     }
     Ok(())
@@ -480,7 +728,48 @@ async fn patch_status(cx: &Context, bridge: &Bridge, ns: &str, mut status: Bridg
     )
     .await
     .map_err(|e| Error::Apply(format!("Bridge/{}/status", bridge.name_any()), e))?;
+    announce_transitions(cx, bridge, &old.conditions, &status.conditions).await;
     Ok(true)
+}
+
+/// Reasons a human has to act on; a condition turning False for one of them becomes a
+/// Warning Event (once, on the transition).
+const ACTIONABLE: [&str; 7] = [
+    "PortInUse",
+    "ChildRefused",
+    "InvalidSpec",
+    "SecretNotFound",
+    "SecretMalformed",
+    "CertManagerMissing",
+    "AwaitingAddress",
+];
+
+async fn announce_transitions(cx: &Context, bridge: &Bridge, old: &[Condition], new: &[Condition]) {
+    for c in new {
+        let before = old.iter().find(|o| o.type_ == c.type_);
+        if before.is_some_and(|b| b.status == c.status && b.reason == c.reason) {
+            continue;
+        }
+        if c.status == "False" && ACTIONABLE.contains(&c.reason.as_str()) {
+            cx.event(
+                &bridge.object_ref(&()),
+                EventType::Warning,
+                &c.reason,
+                "Validate",
+                c.message.clone(),
+            )
+            .await;
+        } else if c.type_ == "Ready" && c.status == "True" {
+            cx.event(
+                &bridge.object_ref(&()),
+                EventType::Normal,
+                "Ready",
+                "Reconcile",
+                "all components are ready".into(),
+            )
+            .await;
+        }
+    }
 }
 
 /// Requeue after an error: the reason becomes the log line and an Event, and the retry backs

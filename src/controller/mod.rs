@@ -1,20 +1,25 @@
 //! The operator process: caches of every child kind, the controllers, and their shared context.
 
 pub mod bridge;
+pub mod meeting;
 
 use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::ResourceExt;
+use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 
-use crate::api::Bridge;
+use crate::api::{Bridge, Meeting};
 use crate::child::Child;
+use crate::clock::Clock;
 use crate::labels;
 
 /// Why a reconcile failed. Each variant is a reason a human can act on.
@@ -28,6 +33,24 @@ pub enum Error {
     Apply(String, #[source] kube::Error),
     #[error("reading {0} failed: {1}")]
     Read(String, #[source] kube::Error),
+    #[error("{0} changed since it was cached; retrying with the fresh version")]
+    Stale(String),
+    #[error("certificate authority: {0}")]
+    Ca(#[from] crate::bridge::ca::CaError),
+}
+
+impl Error {
+    /// A short stable name for the error, for metrics and Events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::MissingField(_) => "MissingField",
+            Error::Build(_) => "BuildFailed",
+            Error::Apply(..) => "ApplyFailed",
+            Error::Read(..) => "ReadFailed",
+            Error::Stale(_) => "StaleCache",
+            Error::Ca(_) => "CAFailed",
+        }
+    }
 }
 
 /// Child kinds the operator creates and caches.
@@ -92,6 +115,13 @@ pub struct Context {
     pub nodes: Store<Node>,
     /// Whether cert-manager's Certificate kind is served (decided at start).
     pub cert_manager: bool,
+    /// What "now" is for schedules and certificate renewal.
+    pub clock: Clock,
+    pub bridges: Store<Bridge>,
+    pub meetings: Store<Meeting>,
+    /// The credentials Secrets of Meetings.
+    pub meeting_secrets: Store<DynamicObject>,
+    pub recorder: Recorder,
 }
 
 impl Context {
@@ -102,6 +132,21 @@ impl Context {
             .find(|(k, _)| *k == kind)
             .map(|(_, s)| s.clone())
             .unwrap_or_else(|| reflector::store::Writer::new(kind.resource()).as_reader())
+    }
+
+    /// Publishes an Event about `object`. Events are best effort: a failure is logged, never
+    /// fails the reconcile.
+    pub async fn event(&self, object: &ObjectReference, type_: EventType, reason: &str, action: &str, note: String) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, object).await {
+            tracing::warn!(error = %e, reason, "publishing an Event failed");
+        }
     }
 
     /// The cached live version of a desired child.
@@ -146,13 +191,51 @@ impl Context {
     }
 }
 
-/// Runs the operator until a shutdown signal.
-pub async fn run(client: Client) -> Result<(), kube::Error> {
-    let cert_manager = serves(&client, "cert-manager.io/v1", "Certificate").await;
-    let managed = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY_KEY, labels::MANAGED_BY));
+/// The namespace the operator watches, or all of them.
+struct Scope(Option<String>);
 
-    let bridges: Api<Bridge> = Api::all(client.clone());
-    let mut controller = Controller::new(bridges, watcher::Config::default());
+impl Scope {
+    fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        match &self.0 {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+
+    fn dynamic(&self, client: &Client, ar: &ApiResource) -> Api<DynamicObject> {
+        match &self.0 {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
+            None => Api::all_with(client.clone(), ar),
+        }
+    }
+}
+
+/// Label selector of the children one kind of parent owns.
+fn owned_by(owner_kind: &str) -> watcher::Config {
+    watcher::Config::default().labels(&format!(
+        "{}={},{}={owner_kind}",
+        labels::MANAGED_BY_KEY,
+        labels::MANAGED_BY,
+        labels::OWNER_KIND
+    ))
+}
+
+/// Runs the operator until a shutdown signal.
+pub async fn run(client: Client, clock: Clock, namespace: Option<String>) -> Result<(), kube::Error> {
+    let scope = Scope(namespace);
+    let cert_manager = serves(&client, "cert-manager.io/v1", "Certificate").await;
+
+    let bridges: Api<Bridge> = scope.api(&client);
+    let meetings: Api<Meeting> = scope.api(&client);
+    let mut bridge_ctrl = Controller::new(bridges.clone(), watcher::Config::default());
+    let mut meeting_ctrl = Controller::new(meetings.clone(), watcher::Config::default());
+    let bridge_store = bridge_ctrl.store();
+    let meeting_store = meeting_ctrl.store();
+
     let mut stores = Vec::new();
     for kind in Kind::ALL {
         if kind == Kind::Certificate && !cert_manager {
@@ -161,10 +244,20 @@ pub async fn run(client: Client) -> Result<(), kube::Error> {
         let ar = kind.resource();
         let writer = reflector::store::Writer::new(ar.clone());
         stores.push((kind, writer.as_reader()));
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-        let stream = reflector::reflector(writer, watcher(api, managed.clone())).applied_objects();
-        controller = controller.owns_stream_with(stream, ar);
+        let api = scope.dynamic(&client, &ar);
+        let stream = reflector::reflector(writer, watcher(api, owned_by(bridge::OWNER_KIND))).applied_objects();
+        bridge_ctrl = bridge_ctrl.owns_stream_with(stream, ar);
     }
+    let secret_ar = Kind::Secret.resource();
+    let writer = reflector::store::Writer::new(secret_ar.clone());
+    let meeting_secrets = writer.as_reader();
+    let stream = reflector::reflector(
+        writer,
+        watcher(scope.dynamic(&client, &secret_ar), owned_by(meeting::OWNER_KIND)),
+    )
+    .applied_objects();
+    meeting_ctrl = meeting_ctrl.owns_stream_with(stream, secret_ar);
+
     // Nodes decide SFU addresses; any change re-plans every Bridge.
     let (nodes, node_writer) = reflector::store();
     let node_events = reflector::reflector(
@@ -173,24 +266,94 @@ pub async fn run(client: Client) -> Result<(), kube::Error> {
     )
     .applied_objects()
     .filter_map(|n| async move { n.ok().map(|_| ()) });
-    controller = controller.reconcile_all_on(node_events);
+    bridge_ctrl = bridge_ctrl.reconcile_all_on(node_events);
+    // Meetings size their Bridge's SFU pool.
+    bridge_ctrl = bridge_ctrl.watches(meetings, watcher::Config::default(), |m: Meeting| {
+        m.namespace()
+            .map(|ns| ObjectRef::<Bridge>::new(&m.spec.bridge).within(&ns))
+    });
+    // A TLS Secret the user names may appear, change or vanish after the Bridge: only its
+    // metadata is watched, to find the Bridges that name it.
+    let referencing = bridge_store.clone();
+    bridge_ctrl = bridge_ctrl.watches_stream(
+        watcher(
+            scope.api::<PartialObjectMeta<Secret>>(&client),
+            watcher::Config::default(),
+        )
+        .touched_objects(),
+        move |s| {
+            let (name, ns) = (s.name_any(), s.namespace());
+            referencing
+                .state()
+                .into_iter()
+                .filter(|b| b.namespace() == ns && bridge::uses_secret(b, &name))
+                .map(|b| ObjectRef::from_obj(&*b))
+                .collect::<Vec<_>>()
+        },
+    );
+    // A Bridge's readiness and its app secret decide its Meetings' phase and tokens.
+    let hosted = meeting_store.clone();
+    let meetings_of = move |ns: Option<String>, bridge: String| {
+        hosted
+            .state()
+            .into_iter()
+            .filter(|m| m.namespace() == ns && m.spec.bridge == bridge)
+            .map(|m| ObjectRef::from_obj(&*m))
+            .collect::<Vec<_>>()
+    };
+    let of_bridge = meetings_of.clone();
+    meeting_ctrl = meeting_ctrl.watches(bridges, watcher::Config::default(), move |b: Bridge| {
+        of_bridge(b.namespace(), b.name_any())
+    });
+    let app_secrets = watcher::Config::default().labels(&format!(
+        "{}={},{}={},{}={}",
+        labels::MANAGED_BY_KEY,
+        labels::MANAGED_BY,
+        labels::OWNER_KIND,
+        bridge::OWNER_KIND,
+        labels::COMPONENT,
+        labels::Component::Secrets.as_str()
+    ));
+    meeting_ctrl = meeting_ctrl.watches(
+        Api::<Secret>::all(client.clone()),
+        app_secrets,
+        move |s: Secret| match s.labels().get(labels::INSTANCE) {
+            Some(bridge) => meetings_of(s.namespace(), bridge.clone()),
+            None => Vec::new(),
+        },
+    );
 
+    let reporter = Reporter {
+        controller: "conclave".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
     let cx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
         client,
         stores,
         nodes,
         cert_manager,
+        clock,
+        bridges: bridge_store,
+        meetings: meeting_store,
+        meeting_secrets,
     });
-    controller
+    let bridges = bridge_ctrl
         .shutdown_on_signal()
-        .run(bridge::reconcile, bridge::error_policy, cx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "reconcile result");
-            }
-        })
-        .await;
+        .run(bridge::reconcile, bridge::error_policy, cx.clone())
+        .for_each(log_result);
+    let meetings = meeting_ctrl
+        .shutdown_on_signal()
+        .run(meeting::reconcile, meeting::error_policy, cx)
+        .for_each(log_result);
+    futures::join!(bridges, meetings);
     Ok(())
+}
+
+async fn log_result<T, E: std::fmt::Display>(res: Result<T, E>) {
+    if let Err(e) = res {
+        tracing::debug!(error = %e, "reconcile result");
+    }
 }
 
 async fn serves(client: &Client, api_version: &str, kind: &str) -> bool {

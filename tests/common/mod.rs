@@ -76,3 +76,5 @@ pub fn yaml_files(dir: &str) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+pub mod operator;

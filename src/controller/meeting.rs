@@ -1,0 +1,413 @@
+//! The Meeting reconciler: read the Meeting and its Bridge → validate → decide the phase from
+//! the clock → build the credentials Secret → apply or delete it → status. Requeues exactly
+//! at the next transition (or token renewal), never on a timer of its own.
+//!
+//! Privacy: participant names, emails and tokens appear only in the credentials Secret. Logs,
+//! Events and status carry the Meeting's name, its phase and counts, nothing else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::Instrument;
+
+use super::{Context, Error, Kind};
+use crate::api::bridge::{AuthMode, Bridge};
+use crate::api::meeting::{Meeting, MeetingStatus, Phase};
+use crate::bridge::secrets;
+use crate::child::Child;
+use crate::labels::{self, Component, FIELD_MANAGER};
+use crate::meeting::{self, capacity, credentials, schedule, validate};
+use crate::{apply, clock};
+
+/// `conclave.dev/owner-kind` of every Meeting child.
+pub const OWNER_KIND: &str = "meeting";
+/// Name suffix of the credentials Secret.
+pub const CREDENTIALS_SUFFIX: &str = "credentials";
+
+pub async fn reconcile(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Action, Error> {
+    let key = format!("{}/{}", meeting.namespace().unwrap_or_default(), meeting.name_any());
+    reconcile_meeting(meeting, cx)
+        .instrument(tracing::info_span!("reconcile", meeting = %key))
+        .await
+}
+
+/// What the reconcile decided, before it is written as status.
+struct Outcome {
+    phase: Phase,
+    ready: (bool, &'static str, String),
+    capacity: Option<(bool, &'static str, String)>,
+    url: Option<String>,
+    credentials: bool,
+    due: Option<DateTime<Utc>>,
+}
+
+impl Outcome {
+    fn waiting(phase: Phase, reason: &'static str, message: String) -> Outcome {
+        Outcome {
+            phase,
+            ready: (false, reason, message),
+            capacity: None,
+            url: None,
+            credentials: false,
+            due: None,
+        }
+    }
+}
+
+async fn reconcile_meeting(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Action, Error> {
+    let ns = meeting.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = meeting.name_any();
+    let secret_name = labels::child_name(&name, CREDENTIALS_SUFFIX);
+    let live = cx
+        .meeting_secrets
+        .get(&ObjectRef::new_with(&secret_name, Kind::Secret.resource()).within(&ns));
+    let now = cx.clock.now();
+
+    let outcome = decide(&cx, &meeting, &ns, &name, now, live.as_deref()).await?;
+    if !outcome.credentials && live.is_some() {
+        // Links must stop being handed out once the Meeting cannot or no longer runs.
+        if let Some(obj) = live.as_deref() {
+            apply::delete(&cx.client, &Kind::Secret.resource(), obj)
+                .await
+                .map_err(|e| Error::Apply(format!("Secret/{secret_name}"), e))?;
+        }
+    }
+
+    let generation = meeting.metadata.generation;
+    let mut conditions = vec![cond(
+        "Ready",
+        outcome.ready.0,
+        outcome.ready.1,
+        &outcome.ready.2,
+        generation,
+    )];
+    if let Some((ok, reason, msg)) = &outcome.capacity {
+        conditions.push(cond("CapacityReserved", *ok, reason, msg, generation));
+    }
+    let status = MeetingStatus {
+        observed_generation: generation,
+        phase: Some(outcome.phase),
+        url: outcome.url.clone(),
+        credentials_secret: outcome.credentials.then(|| secret_name.clone()),
+        conditions,
+    };
+    let written = patch_status(&cx, &meeting, &ns, status).await?;
+    tracing::info!(phase = ?outcome.phase, status_written = written, "reconciled");
+    Ok(match outcome.due {
+        Some(at) => Action::requeue(clock::until(cx.clock.now(), at)),
+        None => Action::await_change(),
+    })
+}
+
+async fn decide(
+    cx: &Context,
+    meeting: &Meeting,
+    ns: &str,
+    name: &str,
+    now: DateTime<Utc>,
+    live: Option<&DynamicObject>,
+) -> Result<Outcome, Error> {
+    let spec = &meeting.spec;
+    let Some(bridge) = cx.bridges.get(&ObjectRef::<Bridge>::new(&spec.bridge).within(ns)) else {
+        return Ok(Outcome::waiting(
+            Phase::Pending,
+            "BridgeNotFound",
+            format!("spec.bridge: Bridge {} does not exist in namespace {ns}", spec.bridge),
+        ));
+    };
+    if let Err(invalid) = validate::against_bridge(spec, &spec.bridge, &bridge.spec) {
+        return Ok(Outcome::waiting(Phase::Invalid, invalid.reason, invalid.message));
+    }
+    let room = meeting::room(name, spec);
+    let siblings = cx.meetings.state();
+    let bookings: Vec<validate::Booking<'_>> = siblings
+        .iter()
+        .filter(|m| m.namespace().as_deref() == Some(ns) && m.spec.bridge == spec.bridge)
+        .map(|m| validate::Booking {
+            name: m.metadata.name.as_deref().unwrap_or_default(),
+            created: m
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0)),
+            room: meeting::room(m.metadata.name.as_deref().unwrap_or_default(), &m.spec),
+            spec: &m.spec,
+        })
+        .collect();
+    let me = validate::Booking {
+        name,
+        created: meeting
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0)),
+        room: room.clone(),
+        spec,
+    };
+    if let Some(other) = validate::room_taken_by(&me, &bookings) {
+        return Ok(Outcome::waiting(
+            Phase::Invalid,
+            "RoomInUse",
+            format!(
+                "spec.room: Meeting {other} holds room {room} on Bridge {} at an overlapping time",
+                spec.bridge
+            ),
+        ));
+    }
+
+    let (phase, next) = schedule::phase_at(spec, now);
+    let url = meeting::room_url(&bridge.spec.domain, &room);
+    let capacity = capacity_condition(&bridge, spec, &bookings, now);
+    if phase == Phase::Ended {
+        return Ok(Outcome {
+            phase,
+            ready: (
+                false,
+                "Ended",
+                format!("ended at {}; links were removed", fmt(spec.end)),
+            ),
+            capacity: None,
+            url: Some(url),
+            credentials: false,
+            due: None,
+        });
+    }
+    let bridge_ready = bridge
+        .status
+        .as_ref()
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    // Before the first issuance a Meeting waits for a ready Bridge; once links exist, a Bridge
+    // briefly not ready (a pod restarting) does not take them away.
+    if !bridge_ready && live.is_none() {
+        let mut o = Outcome::waiting(
+            Phase::Pending,
+            "BridgeNotReady",
+            format!("waiting for Bridge {} to be Ready", spec.bridge),
+        );
+        o.capacity = Some(capacity);
+        o.due = next;
+        return Ok(o);
+    }
+
+    let key = match bridge.spec.auth.mode {
+        AuthMode::Open => None,
+        AuthMode::Jwt => match app_secret(cx, ns, &spec.bridge) {
+            Some(k) => Some(k),
+            None => {
+                let mut o = Outcome::waiting(
+                    Phase::Pending,
+                    "AwaitingBridgeSecret",
+                    format!("waiting for Bridge {}'s generated app secret", spec.bridge),
+                );
+                o.capacity = Some(capacity);
+                return Ok(o);
+            }
+        },
+    };
+    let recorded = live.and_then(|l| credentials::recorded_window(l.annotations()));
+    let window = schedule::window(spec, now, recorded);
+    let input = credentials::Input {
+        domain: &bridge.spec.domain,
+        room: &room,
+        spec,
+        key: key.as_deref(),
+        window,
+    };
+    let owner = meeting
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingField("metadata.uid"))?;
+    let meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        name: Some(labels::child_name(name, CREDENTIALS_SUFFIX)),
+        namespace: Some(ns.to_string()),
+        labels: Some(labels::labels(OWNER_KIND, name, Component::Credentials)),
+        owner_references: Some(vec![owner]),
+        ..Default::default()
+    };
+    let secret = credentials::secret(meta, &input).map_err(|e| Error::Build(format!("signing join tokens: {e}")))?;
+    let child = Child::new(&secret).map_err(|e| Error::Build(e.to_string()))?;
+    apply::apply(&cx.client, &child, live)
+        .await
+        .map_err(|e| Error::Apply(child.key(), e))?;
+
+    // Standing rooms wake to renew their tokens; scheduled ones at their next phase.
+    let renew = spec.end.is_none().then(|| window.renew_at());
+    let due = [next, renew].into_iter().flatten().min();
+    let links = spec.participants.len() + usize::from(spec.guests.allowed);
+    let (ready_reason, ready_msg) = if bridge_ready {
+        (
+            "LinksIssued",
+            format!(
+                "{links} join links valid {} to {}",
+                fmt(Some(window.not_before)),
+                fmt(Some(window.expires))
+            ),
+        )
+    } else {
+        (
+            "BridgeNotReady",
+            format!("{links} join links issued; Bridge {} is not Ready", spec.bridge),
+        )
+    };
+    Ok(Outcome {
+        phase: if bridge_ready { phase } else { Phase::Pending },
+        ready: (bridge_ready, ready_reason, ready_msg),
+        capacity: Some(capacity),
+        url: Some(url),
+        credentials: true,
+        due,
+    })
+}
+
+/// Whether the Bridge's pool can hold this Meeting at `maxReplicas`, alone and together with
+/// the Meetings that overlap it.
+fn capacity_condition(
+    bridge: &Bridge,
+    spec: &crate::api::meeting::MeetingSpec,
+    bookings: &[validate::Booking<'_>],
+    now: DateTime<Utc>,
+) -> (bool, &'static str, String) {
+    let sfu = &bridge.spec.sfu;
+    let max = sfu.max_replicas().saturating_mul(sfu.participants_per_replica);
+    let demand = capacity::demand(spec);
+    if demand > max {
+        return (
+            false,
+            "ExceedsBridgeCapacity",
+            format!(
+                "reserves {demand} participants; Bridge {} holds at most {max} (sfu.maxReplicas {} x sfu.participantsPerReplica {})",
+                spec.bridge,
+                sfu.max_replicas(),
+                sfu.participants_per_replica
+            ),
+        );
+    }
+    // The pool at the moment this Meeting's reservation begins (or now, if it has begun).
+    let lead = capacity::lead_time(sfu);
+    let at = spec.start.map_or(now, |s| (s - lead).max(now));
+    let plan = capacity::plan(
+        sfu,
+        bookings
+            .iter()
+            .map(|b| b.spec)
+            .filter(|m| validate::against_bridge(m, &spec.bridge, &bridge.spec).is_ok()),
+        at,
+    );
+    if plan.reserved > max {
+        return (
+            false,
+            "Overbooked",
+            format!(
+                "Meetings on Bridge {} reserve {} participants at {}; the pool holds at most {max}",
+                spec.bridge,
+                plan.reserved,
+                fmt(Some(at))
+            ),
+        );
+    }
+    let (holding, _) = capacity::reserving(spec, lead, now);
+    if holding {
+        (
+            true,
+            "Reserved",
+            format!("{demand} participants reserved on Bridge {}", spec.bridge),
+        )
+    } else {
+        (
+            true,
+            "Planned",
+            format!("{demand} participants will be reserved from {}", fmt(Some(at))),
+        )
+    }
+}
+
+/// The Bridge's JWT app secret, from the cache of its generated Secret.
+fn app_secret(cx: &Context, ns: &str, bridge: &str) -> Option<Vec<u8>> {
+    let name = labels::child_name(bridge, secrets::SUFFIX);
+    let obj = cx
+        .store(Kind::Secret)
+        .get(&ObjectRef::new_with(&name, Kind::Secret.resource()).within(ns))?;
+    let b64 = obj.data.get("data")?.get(secrets::JWT_APP_SECRET)?.as_str()?;
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
+
+fn fmt(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(|| "-".into(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+}
+
+fn cond(type_: &str, ok: bool, reason: &str, message: &str, generation: Option<i64>) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+    }
+}
+
+/// Writes status only when it changed (conditions keep their transition time while their
+/// status stays), and announces a phase change as an Event.
+async fn patch_status(cx: &Context, meeting: &Meeting, ns: &str, mut status: MeetingStatus) -> Result<bool, Error> {
+    let old = meeting.status.clone().unwrap_or_default();
+    for c in &mut status.conditions {
+        if let Some(prev) = old
+            .conditions
+            .iter()
+            .find(|p| p.type_ == c.type_ && p.status == c.status)
+        {
+            c.last_transition_time = prev.last_transition_time.clone();
+        }
+    }
+    if status == old {
+        return Ok(false);
+    }
+    let api: Api<Meeting> = Api::namespaced(cx.client.clone(), ns);
+    let patch = json!({"apiVersion": Meeting::api_version(&()), "kind": Meeting::kind(&()), "status": status});
+    api.patch_status(
+        &meeting.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|e| Error::Apply(format!("Meeting/{}/status", meeting.name_any()), e))?;
+    if old.phase != status.phase
+        && let Some(phase) = status.phase
+    {
+        let ready = status.conditions.first();
+        let type_ = if phase == Phase::Invalid {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        let note = match ready {
+            Some(c) => format!("{phase:?}: {}", c.message),
+            None => format!("{phase:?}"),
+        };
+        cx.event(
+            &meeting.object_ref(&()),
+            type_,
+            &format!("{phase:?}"),
+            "Reconcile",
+            note,
+        )
+        .await;
+    }
+    Ok(true)
+}
+
+pub fn error_policy(_meeting: Arc<Meeting>, err: &Error, _cx: Arc<Context>) -> Action {
+    tracing::warn!(error = %err, reason = err.reason(), "reconcile failed");
+    match err {
+        Error::Stale(_) => Action::requeue(Duration::from_secs(1)),
+        _ => Action::requeue(Duration::from_secs(5)),
+    }
+}

@@ -1,0 +1,152 @@
+//! How many SFU replicas a Bridge runs, from the Meetings it hosts: participants of Meetings
+//! that are open or start within the lead time, divided by what one replica is planned for,
+//! kept between `sfu.replicas` and `sfu.maxReplicas`.
+
+use chrono::{DateTime, Utc};
+
+use crate::api::bridge::Sfu;
+use crate::api::meeting::MeetingSpec;
+use crate::bridge::build::parse_duration;
+
+/// Guests a Meeting reserves for when it allows guests and sets no `maxParticipants`.
+pub const GUEST_ALLOWANCE: i32 = 10;
+
+/// Participants a Meeting reserves: `maxParticipants`, or its invitees plus
+/// [`GUEST_ALLOWANCE`] when guests may join.
+pub fn demand(spec: &MeetingSpec) -> i32 {
+    spec.max_participants.unwrap_or_else(|| {
+        let invited = i32::try_from(spec.participants.len()).unwrap_or(i32::MAX);
+        invited.saturating_add(if spec.guests.allowed { GUEST_ALLOWANCE } else { 0 })
+    })
+}
+
+/// Whether a Meeting holds its reservation at `now`, and when that next changes.
+pub fn reserving(spec: &MeetingSpec, lead: chrono::Duration, now: DateTime<Utc>) -> (bool, Option<DateTime<Utc>>) {
+    if spec.end.is_some_and(|end| now >= end) {
+        return (false, None);
+    }
+    match spec.start.map(|s| s - lead) {
+        Some(from) if now < from => (false, Some(from)),
+        _ => (true, spec.end),
+    }
+}
+
+/// The pool a Bridge needs at `now`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub replicas: i32,
+    /// Participants reserved by Meetings that count now.
+    pub reserved: i32,
+    /// Participants the pool takes at `maxReplicas`.
+    pub max_capacity: i32,
+    /// When a Meeting enters or leaves its reservation next.
+    pub next_change: Option<DateTime<Utc>>,
+}
+
+impl Plan {
+    /// Participants the pool can still take at its planned size.
+    pub fn available(&self, sfu: &Sfu) -> i32 {
+        (self.replicas.saturating_mul(sfu.participants_per_replica) - self.reserved).max(0)
+    }
+}
+
+/// The lead time of a pool; an unparsable value (admission refuses those) counts as none.
+pub fn lead_time(sfu: &Sfu) -> chrono::Duration {
+    parse_duration(&sfu.reservation_lead_time)
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .unwrap_or_default()
+}
+
+/// Sizes the pool for `meetings` (the valid Meetings on this Bridge).
+pub fn plan<'a>(sfu: &Sfu, meetings: impl IntoIterator<Item = &'a MeetingSpec>, now: DateTime<Utc>) -> Plan {
+    let lead = lead_time(sfu);
+    let mut reserved: i32 = 0;
+    let mut next_change: Option<DateTime<Utc>> = None;
+    for m in meetings {
+        let (counts, next) = reserving(m, lead, now);
+        if counts {
+            reserved = reserved.saturating_add(demand(m));
+        }
+        next_change = match (next_change, next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    let per = sfu.participants_per_replica.max(1);
+    let needed = reserved.saturating_add(per - 1) / per;
+    Plan {
+        replicas: needed.clamp(sfu.replicas, sfu.max_replicas()),
+        reserved,
+        max_capacity: sfu.max_replicas().saturating_mul(per),
+        next_change,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().expect("timestamp")
+    }
+
+    fn meeting(start: &str, end: &str, max: Option<i32>) -> MeetingSpec {
+        serde_json::from_value(serde_json::json!({
+            "bridge": "meet", "start": start, "end": end, "maxParticipants": max,
+            "participants": [{"name": "a"}, {"name": "b"}],
+        }))
+        .expect("spec")
+    }
+
+    fn sfu(min: i32, max: i32, per: i32) -> Sfu {
+        serde_json::from_value(serde_json::json!({
+            "replicas": min, "maxReplicas": max, "participantsPerReplica": per, "reservationLeadTime": "15m",
+        }))
+        .expect("sfu")
+    }
+
+    #[test]
+    fn demand_uses_max_then_invitees_plus_guest_allowance() {
+        let mut m = meeting("2030-01-01T10:00:00Z", "2030-01-01T11:00:00Z", Some(40));
+        assert_eq!(demand(&m), 40);
+        m.max_participants = None;
+        assert_eq!(demand(&m), 2);
+        m.guests.allowed = true;
+        assert_eq!(demand(&m), 2 + GUEST_ALLOWANCE);
+    }
+
+    #[test]
+    fn the_pool_grows_within_the_lead_time_and_shrinks_after_the_end() {
+        let pool = sfu(1, 4, 50);
+        let big = meeting("2030-01-01T10:00:00Z", "2030-01-01T11:00:00Z", Some(120));
+        let before = plan(&pool, [&big], t("2030-01-01T09:44:59Z"));
+        assert_eq!((before.replicas, before.reserved), (1, 0));
+        assert_eq!(before.next_change, Some(t("2030-01-01T09:45:00Z")));
+        let ahead = plan(&pool, [&big], t("2030-01-01T09:45:00Z"));
+        assert_eq!((ahead.replicas, ahead.reserved), (3, 120));
+        assert_eq!(ahead.next_change, Some(t("2030-01-01T11:00:00Z")));
+        assert_eq!(ahead.available(&pool), 30);
+        let after = plan(&pool, [&big], t("2030-01-01T11:00:00Z"));
+        assert_eq!((after.replicas, after.reserved, after.next_change), (1, 0, None));
+    }
+
+    #[test]
+    fn the_pool_stays_within_bounds() {
+        let pool = sfu(2, 3, 10);
+        let huge = meeting("2030-01-01T10:00:00Z", "2030-01-01T11:00:00Z", Some(1000));
+        let p = plan(&pool, [&huge], t("2030-01-01T10:30:00Z"));
+        assert_eq!(p.replicas, 3);
+        assert_eq!(p.max_capacity, 30);
+        assert_eq!(p.available(&pool), 0);
+        assert_eq!(plan(&pool, [], t("2030-01-01T10:30:00Z")).replicas, 2);
+    }
+
+    #[test]
+    fn overlapping_meetings_add_up() {
+        let pool = sfu(1, 10, 10);
+        let a = meeting("2030-01-01T10:00:00Z", "2030-01-01T11:00:00Z", Some(15));
+        let b = meeting("2030-01-01T10:30:00Z", "2030-01-01T12:00:00Z", Some(15));
+        assert_eq!(plan(&pool, [&a, &b], t("2030-01-01T10:20:00Z")).replicas, 3);
+        assert_eq!(plan(&pool, [&a, &b], t("2030-01-01T11:00:00Z")).replicas, 2);
+    }
+}

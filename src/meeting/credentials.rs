@@ -1,0 +1,188 @@
+//! The credentials Secret of a Meeting: one join link per participant, plus `guest` when
+//! guests may join. Pure: the same Meeting, key and window always give the same Secret.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::schedule::Window;
+use super::token::{self, Identity};
+use crate::api::meeting::MeetingSpec;
+
+/// Key of the shared guest link.
+pub const GUEST_KEY: &str = "guest";
+/// Annotations recording the tokens' window, so a standing room keeps its tokens until they
+/// are due for renewal (values are RFC 3339 instants).
+pub const VALID_FROM_ANNOTATION: &str = "conclave.dev/valid-from";
+pub const VALID_UNTIL_ANNOTATION: &str = "conclave.dev/valid-until";
+
+/// What a credentials Secret is made from.
+pub struct Input<'a> {
+    pub domain: &'a str,
+    pub room: &'a str,
+    pub spec: &'a MeetingSpec,
+    /// The Bridge's app secret; `None` for a Bridge without authentication, whose links are
+    /// the plain room URL.
+    pub key: Option<&'a [u8]>,
+    pub window: Window,
+}
+
+/// The join links, by Secret key.
+pub fn links(input: &Input<'_>) -> Result<BTreeMap<String, String>, jsonwebtoken::errors::Error> {
+    let url = super::room_url(input.domain, input.room);
+    let mut who: Vec<(String, Identity)> = input
+        .spec
+        .participants
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                Identity {
+                    id: p.name.clone(),
+                    name: p.display_name.clone().unwrap_or_else(|| p.name.clone()),
+                    email: p.email.clone(),
+                    moderator: p.moderator,
+                    lobby: false,
+                },
+            )
+        })
+        .collect();
+    if input.spec.guests.allowed {
+        who.push((
+            GUEST_KEY.to_string(),
+            Identity {
+                id: GUEST_KEY.into(),
+                name: "Guest".into(),
+                email: None,
+                moderator: false,
+                lobby: input.spec.guests.lobby,
+            },
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for (key, identity) in who {
+        let link = match input.key {
+            Some(secret) => {
+                let claims = token::claims(input.domain, input.room, &identity, input.window);
+                format!("{url}?jwt={}", token::sign(&claims, secret)?)
+            }
+            None => url.clone(),
+        };
+        out.insert(key, link);
+    }
+    Ok(out)
+}
+
+/// The Secret, given its metadata (name, labels, owner) from the reconciler.
+pub fn secret(mut meta: ObjectMeta, input: &Input<'_>) -> Result<Secret, jsonwebtoken::errors::Error> {
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    meta.annotations = Some(BTreeMap::from([
+        (VALID_FROM_ANNOTATION.to_string(), fmt(input.window.not_before)),
+        (VALID_UNTIL_ANNOTATION.to_string(), fmt(input.window.expires)),
+    ]));
+    Ok(Secret {
+        metadata: meta,
+        type_: Some("Opaque".into()),
+        data: Some(
+            links(input)?
+                .into_iter()
+                .map(|(k, v)| (k, ByteString(v.into_bytes())))
+                .collect(),
+        ),
+        ..Secret::default()
+    })
+}
+
+/// The window recorded on a live Secret's annotations.
+pub fn recorded_window(annotations: &BTreeMap<String, String>) -> Option<Window> {
+    let get = |k: &str| annotations.get(k)?.parse().ok();
+    Some(Window {
+        not_before: get(VALID_FROM_ANNOTATION)?,
+        expires: get(VALID_UNTIL_ANNOTATION)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Utc};
+
+    fn spec() -> MeetingSpec {
+        serde_json::from_value(serde_json::json!({
+            "bridge": "meet",
+            "participants": [
+                {"name": "alice", "displayName": "Alice L.", "email": "alice@example.com", "moderator": true},
+                {"name": "bob"}
+            ],
+            "guests": {"allowed": true, "lobby": true}
+        }))
+        .expect("spec")
+    }
+
+    fn window() -> Window {
+        let now: DateTime<Utc> = Utc::now();
+        Window {
+            not_before: now - chrono::Duration::minutes(1),
+            expires: now + chrono::Duration::hours(1),
+        }
+    }
+
+    #[test]
+    fn one_link_per_participant_and_a_guest_link() {
+        let s = spec();
+        let w = window();
+        let input = Input {
+            domain: "meet.example.com",
+            room: "standup",
+            spec: &s,
+            key: Some(b"k"),
+            window: w,
+        };
+        let links = links(&input).expect("links");
+        assert_eq!(links.keys().collect::<Vec<_>>(), vec!["alice", "bob", "guest"]);
+        let token = |k: &str| {
+            let link = &links[k];
+            let t = link
+                .strip_prefix("https://meet.example.com/standup?jwt=")
+                .expect("link shape");
+            token::verify(t, b"k").expect("verifies")
+        };
+        let a = token("alice");
+        assert_eq!(
+            (a.context.user.name.as_str(), a.context.user.moderator.as_str()),
+            ("Alice L.", "true")
+        );
+        assert_eq!(a.context.user.email.as_deref(), Some("alice@example.com"));
+        let b = token("bob");
+        assert_eq!(
+            (b.context.user.name.as_str(), b.context.user.affiliation.as_str()),
+            ("bob", "member")
+        );
+        assert_eq!(token("guest").context.user.lobby, Some(true));
+        assert!(links.values().all(|l| !l.contains("room\":\"*")));
+    }
+
+    #[test]
+    fn open_bridges_get_plain_room_links_and_windows_round_trip() {
+        let s = spec();
+        let w = window();
+        let input = Input {
+            domain: "meet.example.com",
+            room: "standup",
+            spec: &s,
+            key: None,
+            window: w,
+        };
+        assert!(
+            links(&input)
+                .expect("links")
+                .values()
+                .all(|l| l == "https://meet.example.com/standup")
+        );
+        let secret = secret(ObjectMeta::default(), &input).expect("secret");
+        let recorded = recorded_window(&secret.metadata.annotations.expect("annotations")).expect("window");
+        assert_eq!(recorded.expires.timestamp(), w.expires.timestamp());
+    }
+}
