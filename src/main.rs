@@ -89,7 +89,10 @@ fn run(
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match log_format.unwrap_or(if in_cluster { LogFormat::Json } else { LogFormat::Text }) {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        // Colours only on a terminal: piped logs stay greppable.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
     }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
