@@ -6,6 +6,8 @@ pub mod bridge;
 pub mod child;
 pub mod controller;
 pub mod crd;
+pub mod http;
 pub mod images;
 pub mod labels;
+pub mod metrics;
 pub mod turn;

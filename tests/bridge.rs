@@ -31,7 +31,7 @@ impl Operator {
         let cp = cluster();
         let kubeconfig = cp.kubeconfig_as(OPERATOR_USER, &["system:masters"]);
         let mut process = Command::new(env!("CARGO_BIN_EXE_conclave"))
-            .args(["run", "--log-format", "text"])
+            .args(["run", "--log-format", "text", "--http-address", "127.0.0.1:0"])
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,conclave=debug,kube=warn")
             .stdout(Stdio::piped())

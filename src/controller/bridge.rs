@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use k8s_openapi::ByteString;
@@ -25,10 +25,20 @@ use crate::bridge::{build, secrets};
 use crate::labels::{self, FIELD_MANAGER};
 use crate::{apply, turn};
 
+/// The `kind` label of this reconciler's metrics.
+const KIND: &str = "Bridge";
+
 /// One reconcile of one Bridge.
 pub async fn reconcile(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Action, Error> {
     let span = tracing::info_span!("reconcile", bridge = %format!("{}/{}", bridge.namespace().unwrap_or_default(), bridge.name_any()));
-    reconcile_bridge(bridge, cx).instrument(span).await
+    let started = Instant::now();
+    let result = reconcile_bridge(bridge, cx.clone()).instrument(span).await;
+    cx.metrics.reconcile_done(
+        KIND,
+        started.elapsed(),
+        result.as_ref().map(|_| ()).map_err(Error::reason),
+    );
+    result
 }
 
 async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Action, Error> {
@@ -98,6 +108,7 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
             .await
             .map_err(|e| Error::Apply(child.key(), e))?
         {
+            tracing::debug!(child = %child.key(), "applied");
             writes += 1;
         }
         wanted.insert((child.resource.kind.clone(), child.name().to_string()));
@@ -176,6 +187,11 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
             available_participants: capacity,
         }),
     };
+    if let Some(sfu) = &status.sfu {
+        let (reserved, available) = (sfu.reserved_participants, sfu.available_participants);
+        cx.metrics
+            .set_bridge_capacity(&ns, &name, i64::from(reserved), i64::from(available));
+    }
     let status_written = patch_status(&cx, &bridge, &ns, status).await?;
     tracing::info!(writes, status_written, "reconciled");
     Ok(Action::await_change())
@@ -428,7 +444,13 @@ async fn prune(
                     .iter()
                     .any(|o| o.controller == Some(true) && o.uid == uid);
             let obj_name = obj.name_any();
-            if !is_ours || obj_name == secret || wanted.contains(&(kind.resource().kind, obj_name.clone())) {
+            // One already terminating (a StatefulSet draining its pods) needs no second delete.
+            let terminating = obj.metadata.deletion_timestamp.is_some();
+            if !is_ours
+                || terminating
+                || obj_name == secret
+                || wanted.contains(&(kind.resource().kind, obj_name.clone()))
+            {
                 continue;
             }
             tracing::info!(kind = %kind.resource().kind, name = %obj_name, "pruning child no longer desired");
