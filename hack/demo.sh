@@ -36,12 +36,17 @@ if [[ -f "$state/operator.pid" ]] && kill -0 "$(cat "$state/operator.pid")" 2>/d
   kill "$(cat "$state/operator.pid")" 2>/dev/null || true
 fi
 echo "==> starting the operator (log in $state/operator.log)"
-KUBECONFIG="$state/kubeconfig" setsid nohup target/debug/conclave run --log-format text >"$state/operator.log" 2>&1 &
+KUBECONFIG="$state/kubeconfig" setsid nohup target/debug/conclave run --log-format text \
+  --http-address 127.0.0.1:0 >"$state/operator.log" 2>&1 &
 echo $! >"$state/operator.pid"
 
 echo "==> applying examples/"
 "${kubectl[@]}" apply --server-side -f examples/
 "${kubectl[@]}" wait --for=jsonpath='{.status.observedGeneration}'=1 --timeout=60s bridge/meet bridge/conference
+
+echo "==> waiting for Bridge meet to be Ready (its certificate comes from Conclave's own CA)"
+"${kubectl[@]}" wait --for=condition=Ready --timeout=180s bridge/meet
+"${kubectl[@]}" wait --for=jsonpath='{.status.phase}'=Open --timeout=60s meeting/team-room
 
 echo "==> kubectl get br,mtg"
 "${kubectl[@]}" get br,mtg
@@ -49,6 +54,15 @@ echo "==> what the operator made for Bridge meet"
 "${kubectl[@]}" get deploy,sts,svc,cm,networkpolicy -l app.kubernetes.io/instance=meet
 echo "==> conditions of Bridge meet"
 "${kubectl[@]}" get bridge meet -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}){"\n"}{end}'
+
+echo "==> join links of Meeting team-room (a standing room; tokens valid 24h, re-issued before they expire)"
+for key in $("${kubectl[@]}" get secret team-room-credentials -o go-template='{{range $k, $v := .data}}{{$k}} {{end}}'); do
+  printf '  %-8s %s\n' "$key" "$("${kubectl[@]}" get secret team-room-credentials -o "jsonpath={.data.$key}" | base64 -d)"
+done
+echo "==> Meeting weekly-sync is Scheduled for 2030; its links exist already, valid from 10 minutes before the start:"
+"${kubectl[@]}" get secret weekly-sync-credentials -o go-template='{{range $k, $v := .data}}  {{$k}}{{"\n"}}{{end}}'
+echo "==> what 'conclave render' shows a reviewer for examples/bridge.yaml (first lines)"
+target/debug/conclave render -f examples/bridge.yaml -f examples/meeting.yaml | head -20
 
 cat <<MSG
 

@@ -51,6 +51,23 @@ pub struct SfuReplica {
 }
 
 impl Ctx {
+    /// The inputs for a Bridge, before its secrets and certificate are known: the one place
+    /// the reconciler and `conclave render` both build them.
+    pub fn new(name: &str, namespace: &str, owner: OwnerReference, spec: &BridgeSpec, sfu: Vec<SfuReplica>) -> Ctx {
+        Ctx {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+            owner,
+            spec: spec.clone(),
+            images: spec.images.resolve(),
+            secret_name: labels::child_name(name, super::secrets::SUFFIX),
+            tls_secret: None,
+            secrets_revision: None,
+            sfu,
+            turn_hosts: vec![spec.domain.clone()],
+        }
+    }
+
     /// Name of a child of this Bridge.
     pub fn child_name(&self, suffix: &str) -> String {
         labels::child_name(&self.name, suffix)

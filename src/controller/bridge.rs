@@ -32,7 +32,14 @@ use crate::{apply, clock, turn};
 /// One reconcile of one Bridge.
 pub async fn reconcile(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Action, Error> {
     let span = tracing::info_span!("reconcile", bridge = %format!("{}/{}", bridge.namespace().unwrap_or_default(), bridge.name_any()));
-    reconcile_bridge(bridge, cx).instrument(span).await
+    let started = std::time::Instant::now();
+    let result = reconcile_bridge(bridge, cx.clone()).instrument(span).await;
+    cx.metrics.reconcile_done(
+        "Bridge",
+        started.elapsed(),
+        result.as_ref().map(|_| ()).map_err(Error::reason),
+    );
+    result
 }
 
 async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Action, Error> {
@@ -90,18 +97,7 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     let owner = bridge
         .controller_owner_ref(&())
         .ok_or(Error::MissingField("metadata.uid"))?;
-    let mut ctx = Ctx {
-        name: name.clone(),
-        namespace: ns.clone(),
-        owner,
-        spec: bridge.spec.clone(),
-        images: bridge.spec.images.resolve(),
-        secret_name: labels::child_name(&name, secrets::SUFFIX),
-        tls_secret: None,
-        secrets_revision: None,
-        sfu,
-        turn_hosts: vec![bridge.spec.domain.clone()],
-    };
+    let mut ctx = Ctx::new(&name, &ns, owner, &bridge.spec, sfu);
     ctx.secrets_revision = ensure_generated_secret(&cx, &bridge, &ctx).await?;
     let tls = tls_state(&cx, &bridge, &ctx).await?;
     ctx.tls_secret = tls.secret.clone();
@@ -218,6 +214,18 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
             available_participants: reservation.available(&bridge.spec.sfu),
         }),
     };
+    if let Some(sfu) = &status.sfu {
+        cx.metrics.set_bridge_capacity(
+            &ns,
+            &name,
+            i64::from(sfu.reserved_participants),
+            i64::from(sfu.available_participants),
+        );
+    }
+    for kind in super::Kind::ALL {
+        cx.metrics
+            .set_managed_objects(&kind.resource().kind, cx.store(kind).len());
+    }
     let status_written = patch_status(&cx, &bridge, &ns, status).await?;
     tracing::info!(writes, status_written, "reconciled");
     // Wake exactly when something is due: a certificate renewal or a Meeting entering or
@@ -661,7 +669,9 @@ async fn prune(
                     .iter()
                     .any(|o| o.controller == Some(true) && o.uid == uid);
             let obj_name = obj.name_any();
-            if !is_ours || wanted.contains(&(kind.resource().kind, obj_name.clone())) {
+            // One already terminating (a StatefulSet draining its pods) needs no second delete.
+            let terminating = obj.metadata.deletion_timestamp.is_some();
+            if !is_ours || terminating || wanted.contains(&(kind.resource().kind, obj_name.clone())) {
                 continue;
             }
             tracing::info!(kind = %kind.resource().kind, name = %obj_name, "pruning child no longer desired");

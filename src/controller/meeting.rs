@@ -35,9 +35,23 @@ pub const CREDENTIALS_SUFFIX: &str = "credentials";
 
 pub async fn reconcile(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Action, Error> {
     let key = format!("{}/{}", meeting.namespace().unwrap_or_default(), meeting.name_any());
-    reconcile_meeting(meeting, cx)
+    let started = std::time::Instant::now();
+    let result = reconcile_meeting(meeting, cx.clone())
         .instrument(tracing::info_span!("reconcile", meeting = %key))
-        .await
+        .await;
+    cx.metrics.reconcile_done(
+        "Meeting",
+        started.elapsed(),
+        result.as_ref().map(|_| ()).map_err(Error::reason),
+    );
+    let mut phases = std::collections::BTreeMap::new();
+    for m in cx.meetings.state() {
+        if let Some(p) = m.status.as_ref().and_then(|s| s.phase) {
+            *phases.entry(format!("{p:?}")).or_insert(0) += 1;
+        }
+    }
+    cx.metrics.set_meetings_by_phase(&phases);
+    result
 }
 
 /// What the reconcile decided, before it is written as status.

@@ -1,9 +1,12 @@
 //! The operator process: caches of every child kind, the controllers, and their shared context.
 
 pub mod bridge;
+pub mod leader;
 pub mod meeting;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -12,7 +15,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::Client;
 use kube::ResourceExt;
-use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta};
+use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta, TypeMeta};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -20,7 +23,10 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use crate::api::{Bridge, Meeting};
 use crate::child::Child;
 use crate::clock::Clock;
+use crate::http::Health;
 use crate::labels;
+use crate::metrics::Metrics;
+use tokio::sync::watch;
 
 /// Why a reconcile failed. Each variant is a reason a human can act on.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +127,7 @@ pub struct Context {
     pub meetings: Store<Meeting>,
     /// The credentials Secrets of Meetings.
     pub meeting_secrets: Store<DynamicObject>,
+    pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
 }
 
@@ -191,6 +198,71 @@ impl Context {
     }
 }
 
+/// How the operator runs: what it watches, whether it contends for a Lease, its clock.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Watch only this namespace (`None`: all).
+    pub watch_namespace: Option<String>,
+    /// Contend for this Lease and reconcile only while holding it.
+    pub lease: Option<leader::LeaseConfig>,
+    pub clock: Clock,
+}
+
+/// Why the operator stopped other than by a shutdown request.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Lease(#[from] leader::LeaseError),
+}
+
+/// Resolves once a shutdown was requested.
+pub async fn requested(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Runs the operator until `shutdown` turns true (or, with a Lease, until it is lost).
+///
+/// With leader election a standby reports ready at once: it has nothing to serve, and a
+/// standby that stayed unready would stall every rolling update of the Deployment. The leader
+/// starts its caches and controllers only once it holds the Lease; the caches of a small
+/// cluster list in well under a second, far inside the takeover bounds.
+pub async fn run(
+    client: Client,
+    options: Options,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let Some(config) = options.lease.clone() else {
+        metrics.set_leader(true);
+        lead(client, &options, metrics, health, shutdown).await;
+        return Ok(());
+    };
+    health.set_ready(true);
+    let mut elector = leader::Elector::new(client.clone(), config).await?;
+    tracing::info!(identity = %elector.identity(), "contending for leadership");
+    let acquired = tokio::select! {
+        _ = requested(shutdown.clone()) => false,
+        () = elector.acquire() => true,
+    };
+    if !acquired {
+        return Ok(());
+    }
+    tracing::info!("acquired the lease; leading");
+    metrics.set_leader(true);
+    let lost = tokio::select! {
+        () = lead(client, &options, metrics.clone(), health, shutdown) => None,
+        lost = elector.hold() => Some(lost),
+    };
+    metrics.set_leader(false);
+    if let Some(lost) = lost {
+        return Err(lost.into());
+    }
+    elector.release().await?;
+    tracing::info!("released the lease");
+    Ok(())
+}
+
 /// The namespace the operator watches, or all of them.
 struct Scope(Option<String>);
 
@@ -224,17 +296,128 @@ fn owned_by(owner_kind: &str) -> watcher::Config {
     ))
 }
 
-/// Runs the operator until a shutdown signal.
-pub async fn run(client: Client, clock: Clock, namespace: Option<String>) -> Result<(), kube::Error> {
-    let scope = Scope(namespace);
+/// A cache of one child kind: a reflected watch whose objects carry their apiVersion and kind
+/// (list responses omit them), so a cached child compares equal to its desired form.
+fn child_cache(
+    scope: &Scope,
+    client: &Client,
+    ar: &ApiResource,
+    owner_kind: &str,
+    synced: &Synced,
+) -> (
+    Store<DynamicObject>,
+    impl futures::Stream<Item = Result<DynamicObject, watcher::Error>> + Send + 'static,
+) {
+    let writer = reflector::store::Writer::new(ar.clone());
+    let store = writer.as_reader();
+    let types = TypeMeta {
+        api_version: ar.api_version.clone(),
+        kind: ar.kind.clone(),
+    };
+    let stream = synced
+        .track(
+            watcher(scope.dynamic(client, ar), owned_by(owner_kind))
+                .default_backoff()
+                .modify(move |o: &mut DynamicObject| o.types = Some(types.clone()))
+                .reflect(writer),
+        )
+        .applied_objects();
+    (store, stream)
+}
+
+/// Readiness: true once every cache has completed its first list. Observed on the event
+/// streams themselves rather than with `Store::wait_until_ready`, whose one-shot wakeup serves
+/// a single waiter, and the controllers already wait on their stores.
+#[derive(Clone)]
+struct Synced {
+    pending: Arc<AtomicUsize>,
+    health: Arc<Health>,
+}
+
+impl Synced {
+    fn new(health: Arc<Health>) -> Synced {
+        Synced {
+            pending: Arc::new(AtomicUsize::new(0)),
+            health,
+        }
+    }
+
+    /// Counts `events` as a cache to wait for, until its first `InitDone`.
+    fn track<K, S>(&self, events: S) -> impl futures::Stream<Item = S::Item> + Send + 'static
+    where
+        S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        let listed = AtomicBool::new(false);
+        let me = self.clone();
+        events.inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone))
+                && !listed.swap(true, Ordering::SeqCst)
+                && me.pending.fetch_sub(1, Ordering::SeqCst) == 1
+            {
+                me.health.set_ready(true);
+                tracing::info!("caches synced");
+            }
+        })
+    }
+}
+
+/// Builds both controllers and runs them until `shutdown`; in-flight reconciles finish first.
+async fn lead(
+    client: Client,
+    options: &Options,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let scope = Scope(options.watch_namespace.clone());
     let cert_manager = serves(&client, "cert-manager.io/v1", "Certificate").await;
 
+    let synced = Synced::new(health);
     let bridges: Api<Bridge> = scope.api(&client);
     let meetings: Api<Meeting> = scope.api(&client);
-    let mut bridge_ctrl = Controller::new(bridges.clone(), watcher::Config::default());
-    let mut meeting_ctrl = Controller::new(meetings.clone(), watcher::Config::default());
-    let bridge_store = bridge_ctrl.store();
-    let meeting_store = meeting_ctrl.store();
+    let (bridge_store, writer) = reflector::store();
+    // A deleted Bridge is never reconciled again: its capacity series go when it goes. A
+    // deletion missed while disconnected is caught at the relist that follows.
+    let forget = metrics.clone();
+    let known = bridge_store.clone();
+    let mut seen = BTreeSet::new();
+    let stream = synced
+        .track(
+            watcher(bridges.clone(), watcher::Config::default())
+                .default_backoff()
+                .reflect(writer),
+        )
+        .inspect(move |event| match event {
+            Ok(watcher::Event::Apply(b) | watcher::Event::InitApply(b)) => {
+                seen.insert((b.namespace().unwrap_or_default(), b.name_any()));
+            }
+            Ok(watcher::Event::Delete(b)) => {
+                let key = (b.namespace().unwrap_or_default(), b.name_any());
+                forget.forget_bridge(&key.0, &key.1);
+                seen.remove(&key);
+            }
+            Ok(watcher::Event::InitDone) => {
+                let now: BTreeSet<_> = known
+                    .state()
+                    .iter()
+                    .map(|b| (b.namespace().unwrap_or_default(), b.name_any()))
+                    .collect();
+                for (ns, name) in seen.difference(&now) {
+                    forget.forget_bridge(ns, name);
+                }
+                seen = now;
+            }
+            _ => {}
+        });
+    let mut bridge_ctrl = Controller::for_stream(stream.applied_objects(), bridge_store.clone());
+    let (meeting_store, writer) = reflector::store();
+    let stream = synced.track(
+        watcher(meetings.clone(), watcher::Config::default())
+            .default_backoff()
+            .reflect(writer),
+    );
+    let mut meeting_ctrl = Controller::for_stream(stream.applied_objects(), meeting_store.clone());
 
     let mut stores = Vec::new();
     for kind in Kind::ALL {
@@ -242,30 +425,24 @@ pub async fn run(client: Client, clock: Clock, namespace: Option<String>) -> Res
             continue;
         }
         let ar = kind.resource();
-        let writer = reflector::store::Writer::new(ar.clone());
-        stores.push((kind, writer.as_reader()));
-        let api = scope.dynamic(&client, &ar);
-        let stream = reflector::reflector(writer, watcher(api, owned_by(bridge::OWNER_KIND))).applied_objects();
+        let (store, stream) = child_cache(&scope, &client, &ar, bridge::OWNER_KIND, &synced);
+        stores.push((kind, store));
         bridge_ctrl = bridge_ctrl.owns_stream_with(stream, ar);
     }
     let secret_ar = Kind::Secret.resource();
-    let writer = reflector::store::Writer::new(secret_ar.clone());
-    let meeting_secrets = writer.as_reader();
-    let stream = reflector::reflector(
-        writer,
-        watcher(scope.dynamic(&client, &secret_ar), owned_by(meeting::OWNER_KIND)),
-    )
-    .applied_objects();
+    let (meeting_secrets, stream) = child_cache(&scope, &client, &secret_ar, meeting::OWNER_KIND, &synced);
     meeting_ctrl = meeting_ctrl.owns_stream_with(stream, secret_ar);
 
     // Nodes decide SFU addresses; any change re-plans every Bridge.
     let (nodes, node_writer) = reflector::store();
-    let node_events = reflector::reflector(
-        node_writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
-    )
-    .applied_objects()
-    .filter_map(|n| async move { n.ok().map(|_| ()) });
+    let node_events = synced
+        .track(
+            watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+                .default_backoff()
+                .reflect(node_writer),
+        )
+        .applied_objects()
+        .filter_map(|n| async move { n.ok().map(|_| ()) });
     bridge_ctrl = bridge_ctrl.reconcile_all_on(node_events);
     // Meetings size their Bridge's SFU pool.
     bridge_ctrl = bridge_ctrl.watches(meetings, watcher::Config::default(), |m: Meeting| {
@@ -280,6 +457,7 @@ pub async fn run(client: Client, clock: Clock, namespace: Option<String>) -> Res
             scope.api::<PartialObjectMeta<Secret>>(&client),
             watcher::Config::default(),
         )
+        .default_backoff()
         .touched_objects(),
         move |s| {
             let (name, ns) = (s.name_any(), s.namespace());
@@ -314,14 +492,12 @@ pub async fn run(client: Client, clock: Clock, namespace: Option<String>) -> Res
         labels::COMPONENT,
         labels::Component::Secrets.as_str()
     ));
-    meeting_ctrl = meeting_ctrl.watches(
-        Api::<Secret>::all(client.clone()),
-        app_secrets,
-        move |s: Secret| match s.labels().get(labels::INSTANCE) {
+    meeting_ctrl = meeting_ctrl.watches(scope.api::<Secret>(&client), app_secrets, move |s: Secret| {
+        match s.labels().get(labels::INSTANCE) {
             Some(bridge) => meetings_of(s.namespace(), bridge.clone()),
             None => Vec::new(),
-        },
-    );
+        }
+    });
 
     let reporter = Reporter {
         controller: "conclave".into(),
@@ -333,21 +509,23 @@ pub async fn run(client: Client, clock: Clock, namespace: Option<String>) -> Res
         stores,
         nodes,
         cert_manager,
-        clock,
+        clock: options.clock.clone(),
         bridges: bridge_store,
         meetings: meeting_store,
         meeting_secrets,
+        metrics,
     });
+    tracing::info!("starting controllers");
     let bridges = bridge_ctrl
-        .shutdown_on_signal()
+        .graceful_shutdown_on(requested(shutdown.clone()))
         .run(bridge::reconcile, bridge::error_policy, cx.clone())
         .for_each(log_result);
     let meetings = meeting_ctrl
-        .shutdown_on_signal()
+        .graceful_shutdown_on(requested(shutdown))
         .run(meeting::reconcile, meeting::error_policy, cx)
         .for_each(log_result);
     futures::join!(bridges, meetings);
-    Ok(())
+    tracing::info!("controllers stopped");
 }
 
 async fn log_result<T, E: std::fmt::Display>(res: Result<T, E>) {

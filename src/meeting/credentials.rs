@@ -29,6 +29,15 @@ pub struct Input<'a> {
     pub window: Window,
 }
 
+/// The Secret's keys: one per participant, then `guest` when guests may join.
+pub fn keys(spec: &MeetingSpec) -> Vec<String> {
+    let mut keys: Vec<String> = spec.participants.iter().map(|p| p.name.clone()).collect();
+    if spec.guests.allowed {
+        keys.push(GUEST_KEY.to_string());
+    }
+    keys
+}
+
 /// The join links, by Secret key.
 pub fn links(input: &Input<'_>) -> Result<BTreeMap<String, String>, jsonwebtoken::errors::Error> {
     let url = super::room_url(input.domain, input.room);

@@ -37,6 +37,8 @@ impl Operator {
         let kubeconfig = cp.kubeconfig_as(user, &["system:masters"]);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_conclave"));
         cmd.args(["run", "--log-format", "text", "--watch-namespace", namespace])
+            // Each test's operator gets its own free port for health and metrics.
+            .args(["--http-address", "127.0.0.1:0"])
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,conclave=debug,kube=warn")
             .stdout(Stdio::piped())

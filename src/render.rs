@@ -1,0 +1,257 @@
+//! `conclave render`: every object the operator would create for some Bridges and Meetings,
+//! offline and deterministically, so a reviewer sees in a pull request what a change does.
+//! Values the operator generates in the cluster (secrets, certificates, join tokens) are shown
+//! as references, never invented here.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
+use kube::runtime::reflector::store::Writer;
+use serde::Deserialize;
+
+use crate::api::{Bridge, Meeting};
+use crate::bridge::context::Ctx;
+use crate::bridge::{build, ca, certificate, secrets};
+use crate::controller::bridge::plan_sfu;
+use crate::controller::meeting::CREDENTIALS_SUFFIX;
+use crate::labels::{self, Component};
+use crate::meeting::{capacity, credentials, validate};
+
+/// What stands in for the uid the API server assigns to a parent.
+const UID_PLACEHOLDER: &str = "<assigned by the API server>";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("document {0}: {1}")]
+    Parse(usize, String),
+    #[error("document {0}: kind {1:?} is not a Bridge or Meeting of conclave.dev/v1alpha1")]
+    Kind(usize, String),
+    #[error("{0}: metadata.name is required")]
+    Name(String),
+    #[error("Bridge {0}: {1}")]
+    Build(String, String),
+    #[error("writing YAML: {0}")]
+    Yaml(String),
+}
+
+#[derive(Deserialize)]
+struct Head {
+    #[serde(rename = "apiVersion", default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+}
+
+/// Renders the children of every Bridge and Meeting in `docs` (multi-document YAML). The SFU
+/// pool is sized for the Meetings given as it would be at `at`; without `at`, at its minimum.
+/// Objects without a namespace are placed in `default_namespace`.
+pub fn render(docs: &str, default_namespace: &str, at: Option<DateTime<Utc>>) -> Result<String, RenderError> {
+    let mut bridges = Vec::new();
+    let mut meetings = Vec::new();
+    for (i, doc) in serde_saphyr::from_multiple::<serde_json::Value>(docs)
+        .map_err(|e| RenderError::Parse(1, e.to_string()))?
+        .into_iter()
+        .enumerate()
+    {
+        let n = i + 1;
+        if doc.is_null() {
+            continue;
+        }
+        let head: Head = serde_json::from_value(doc.clone()).map_err(|e| RenderError::Parse(n, e.to_string()))?;
+        match (head.api_version.as_str(), head.kind.as_str()) {
+            ("conclave.dev/v1alpha1", "Bridge") => {
+                let mut b: Bridge = serde_json::from_value(doc).map_err(|e| RenderError::Parse(n, e.to_string()))?;
+                b.metadata
+                    .namespace
+                    .get_or_insert_with(|| default_namespace.to_string());
+                bridges.push(b);
+            }
+            ("conclave.dev/v1alpha1", "Meeting") => {
+                let mut m: Meeting = serde_json::from_value(doc).map_err(|e| RenderError::Parse(n, e.to_string()))?;
+                m.metadata
+                    .namespace
+                    .get_or_insert_with(|| default_namespace.to_string());
+                meetings.push(m);
+            }
+            _ => return Err(RenderError::Kind(n, format!("{}/{}", head.api_version, head.kind))),
+        }
+    }
+    let mut out = Vec::new();
+    for b in &bridges {
+        out.extend(render_bridge(b, &meetings, at)?);
+    }
+    for m in &meetings {
+        out.push(render_meeting(m)?);
+    }
+    let docs: Result<Vec<String>, _> = out.iter().map(serde_saphyr::to_string).collect();
+    Ok(docs.map_err(|e| RenderError::Yaml(e.to_string()))?.join("---\n"))
+}
+
+fn owner<K: Resource<DynamicType = ()>>(name: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: name.to_string(),
+        uid: UID_PLACEHOLDER.into(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+fn render_bridge(
+    bridge: &Bridge,
+    meetings: &[Meeting],
+    at: Option<DateTime<Utc>>,
+) -> Result<Vec<serde_json::Value>, RenderError> {
+    let name = bridge
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| RenderError::Name("Bridge".into()))?;
+    let ns = bridge.metadata.namespace.clone().unwrap_or_default();
+    let replicas = match at {
+        Some(now) => {
+            let hosted = meetings
+                .iter()
+                .filter(|m| m.metadata.namespace.as_deref() == Some(ns.as_str()) && m.spec.bridge == name)
+                .filter(|m| validate::against_bridge(&m.spec, &name, &bridge.spec).is_ok())
+                .map(|m| &m.spec);
+            capacity::plan(&bridge.spec.sfu, hosted, now).replicas
+        }
+        None => bridge.spec.sfu.replicas,
+    };
+    // Offline there are no nodes and no load balancers: addresses come only from the spec.
+    let nodes = Writer::default().as_reader();
+    let services = Writer::new(crate::controller::Kind::Service.resource()).as_reader();
+    let sfu = plan_sfu(bridge, replicas, &nodes, &services, &ns, &name);
+    let mut ctx = Ctx::new(&name, &ns, owner::<Bridge>(&name), &bridge.spec, sfu);
+    let tls = bridge.spec.tls.clone().unwrap_or_default();
+    ctx.tls_secret = Some(
+        tls.secret_name
+            .clone()
+            .unwrap_or_else(|| certificate::tls_secret_name(&ctx)),
+    );
+
+    let mut out = vec![reference_secret(
+        ctx.meta(secrets::SUFFIX, Component::Secrets),
+        &secrets::KEYS,
+        "generated once in the cluster by the operator",
+    )];
+    if tls.issuer_ref.is_none() && tls.secret_name.is_none() {
+        out.push(reference_secret(
+            ctx.meta(ca::CA_SUFFIX, Component::Certificate),
+            &[ca::CA_CERT_KEY, ca::CA_KEY_KEY],
+            "Conclave CA, created in the cluster by the operator",
+        ));
+        let mut tls_meta = ctx.meta("tls", Component::Certificate);
+        tls_meta.name = ctx.tls_secret.clone();
+        out.push(reference_secret(
+            tls_meta,
+            &["tls.crt", "tls.key", ca::CA_CERT_KEY],
+            "issued and renewed in the cluster by the Conclave CA",
+        ));
+    }
+    for child in build::desired(&ctx).map_err(|e| RenderError::Build(name.clone(), e.to_string()))? {
+        out.push(serde_json::to_value(&child.object).map_err(|e| RenderError::Yaml(e.to_string()))?);
+    }
+    Ok(out)
+}
+
+fn render_meeting(meeting: &Meeting) -> Result<serde_json::Value, RenderError> {
+    let name = meeting
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| RenderError::Name("Meeting".into()))?;
+    let meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        name: Some(labels::child_name(&name, CREDENTIALS_SUFFIX)),
+        namespace: meeting.metadata.namespace.clone(),
+        labels: Some(labels::labels(
+            crate::controller::meeting::OWNER_KIND,
+            &name,
+            Component::Credentials,
+        )),
+        owner_references: Some(vec![owner::<Meeting>(&name)]),
+        ..Default::default()
+    };
+    let keys = credentials::keys(&meeting.spec);
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    Ok(reference_secret(
+        meta,
+        &keys,
+        "join link signed in the cluster with the Bridge's app secret",
+    ))
+}
+
+/// A Secret whose values are descriptions of where they come from.
+fn reference_secret(
+    meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    keys: &[&str],
+    origin: &str,
+) -> serde_json::Value {
+    let data: BTreeMap<&str, String> = keys.iter().map(|k| (*k, format!("<{origin}>"))).collect();
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": meta,
+        "stringData": data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INPUT: &str = r#"
+apiVersion: conclave.dev/v1alpha1
+kind: Bridge
+metadata:
+  name: meet
+  labels:
+    argocd.argoproj.io/instance: team-conf
+    applyset.kubernetes.io/part-of: applyset-abc
+spec:
+  domain: meet.example.com
+  sfu: {replicas: 1, maxReplicas: 4, participantsPerReplica: 10}
+---
+apiVersion: conclave.dev/v1alpha1
+kind: Meeting
+metadata:
+  name: standup
+spec:
+  bridge: meet
+  start: "2030-01-07T09:00:00Z"
+  end: "2030-01-07T10:00:00Z"
+  maxParticipants: 25
+  participants: [{name: alice, moderator: true}, {name: bob}]
+  guests: {allowed: true}
+"#;
+
+    #[test]
+    fn output_is_stable_and_carries_no_gitops_labels_or_secrets() {
+        let a = render(INPUT, "conf", None).expect("render");
+        let b = render(INPUT, "conf", None).expect("render");
+        assert_eq!(a, b);
+        assert!(!a.contains("argocd.argoproj.io"));
+        assert!(!a.contains("applyset.kubernetes.io"));
+        assert!(a.contains("name: meet-prosody"));
+        assert!(a.contains("name: standup-credentials"));
+        assert!(a.contains("<generated once in the cluster by the operator>"));
+        assert!(!a.contains("jwt="), "no join token is ever rendered");
+        assert_eq!(a.matches("kind: StatefulSet").count(), 1, "the minimum pool");
+    }
+
+    #[test]
+    fn at_a_time_the_pool_is_sized_for_the_meetings() {
+        let during = render(INPUT, "conf", Some("2030-01-07T09:30:00Z".parse().expect("t"))).expect("render");
+        assert_eq!(during.matches("kind: StatefulSet").count(), 3);
+    }
+
+    #[test]
+    fn unknown_kinds_are_refused_with_the_document_number() {
+        let err = render("apiVersion: v1\nkind: ConfigMap\n", "conf", None).expect_err("refused");
+        assert!(err.to_string().starts_with("document 1"), "{err}");
+    }
+}

@@ -1,0 +1,119 @@
+//! `spec.tls.issuerRef` against cert-manager's real CRDs (v1.21.1, built from its Go module by
+//! `tests/tools/build.sh`): the operator's Certificate passes the API server's validation with
+//! cert-manager's schema, the Bridge waits for the Secret, and picks it up when cert-manager
+//! (played here by the test, as there is no cert-manager controller) writes it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::operator::Operator;
+use common::{cluster, kubectl_ok};
+use conclave::api::Bridge;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use serde_json::json;
+use testenv::wait_for;
+
+fn condition(b: &Bridge, type_: &str) -> Option<(String, String)> {
+    b.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+#[tokio::test]
+async fn issuer_ref_creates_a_valid_certificate_and_waits_for_its_secret() {
+    let cp = cluster();
+    let crds = cp.bin("cert-manager-crds");
+    kubectl_ok(cp, &["apply", "--server-side", "-f", &crds.to_string_lossy()]);
+    kubectl_ok(
+        cp,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/certificates.cert-manager.io",
+        ],
+    );
+    let client = cp.client().await;
+    let ns = testenv::namespace(&client, "certmanager").await;
+    // Started after the CRDs exist: the operator decides at start whether cert-manager is there.
+    let _operator = Operator::start("conclave-certmanager-test", &ns);
+    let bridges: Api<Bridge> = Api::namespaced(client.clone(), &ns);
+    let bridge: Bridge = serde_json::from_value(json!({
+        "apiVersion": "conclave.dev/v1alpha1", "kind": "Bridge",
+        "metadata": {"name": "acme"},
+        "spec": {"domain": "acme.example.com", "turn": {"enabled": false},
+                 "tls": {"issuerRef": {"name": "letsencrypt", "kind": "ClusterIssuer"}},
+                 "sfu": {"media": {"port": 31500}}}
+    }))
+    .expect("bridge");
+    bridges.create(&PostParams::default(), &bridge).await.expect("bridge");
+
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate"),
+        "certificates",
+    );
+    let certificates: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+    let cert = wait_for("the Certificate", Duration::from_secs(60), || {
+        let certificates = certificates.clone();
+        async move { certificates.get_opt("acme-tls").await.ok().flatten() }
+    })
+    .await;
+    let spec = &cert.data["spec"];
+    assert_eq!(spec["secretName"], "acme-tls");
+    assert_eq!(spec["dnsNames"], json!(["acme.example.com"]));
+    assert_eq!(
+        spec["issuerRef"],
+        json!({"name": "letsencrypt", "kind": "ClusterIssuer", "group": "cert-manager.io"})
+    );
+    assert_eq!(spec["privateKey"]["rotationPolicy"], "Always");
+    let owner = &cert.metadata.owner_references.clone().unwrap_or_default()[0];
+    assert_eq!((owner.kind.as_str(), owner.controller), ("Bridge", Some(true)));
+
+    wait_for("CertificateReady=False, Issuing", Duration::from_secs(60), || {
+        let bridges = bridges.clone();
+        async move {
+            let b = bridges.get("acme").await.ok()?;
+            (condition(&b, "CertificateReady")? == ("False".into(), "Issuing".into())).then_some(())
+        }
+    })
+    .await;
+
+    // What cert-manager writes: a kubernetes.io/tls Secret with the secretTemplate's labels.
+    let key = rcgen::KeyPair::generate().expect("key");
+    let pem = rcgen::CertificateParams::new(vec!["acme.example.com".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert")
+        .pem();
+    let labels = spec["secretTemplate"]["labels"].clone();
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "acme-tls", "labels": labels},
+        "stringData": {"tls.crt": pem, "tls.key": key.serialize_pem()}
+    }))
+    .expect("secret");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("issued secret");
+    wait_for(
+        "CertificateReady=True once the Secret exists",
+        Duration::from_secs(60),
+        || {
+            let bridges = bridges.clone();
+            async move {
+                let b = bridges.get("acme").await.ok()?;
+                (condition(&b, "CertificateReady")? == ("True".into(), "Valid".into())).then_some(())
+            }
+        },
+    )
+    .await;
+    // The issued Secret is cert-manager's: the operator must not prune it.
+    assert!(secrets.get_opt("acme-tls").await.expect("get").is_some());
+}
