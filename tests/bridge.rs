@@ -562,3 +562,165 @@ async fn missing_tls_secret_is_reported_then_picked_up() {
     .await;
     assert_eq!(condition(&b, "Ready").map(|c| c.0).as_deref(), Some("False"));
 }
+
+/// HostPort and LoadBalancer exposure, live: a HostPort replica binds its port on its pinned
+/// node and advertises that node's ExternalIP, and coturn runs on the host network; a
+/// LoadBalancer replica waits (`AwaitingAddress`) until its Service has an address, then
+/// advertises exactly that address. The load balancer is played by the test, which writes the
+/// Service status as a cloud controller would.
+#[tokio::test]
+async fn host_port_and_load_balancer_exposure() {
+    let cp = cluster();
+    let client = cp.client().await;
+    let ns = testenv::namespace(&client, "exposure").await;
+    let _operator = Operator::start("conclave-exposure-test", &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .create(&PostParams::default(), &self_signed_tls("meet.example.com"))
+        .await
+        .expect("tls secret");
+    let bridges: Api<Bridge> = Api::namespaced(client.clone(), &ns);
+    let manifest = |name: &str, exposure: &str, port: i32, turn: serde_json::Value| -> Bridge {
+        serde_json::from_value(json!({
+            "apiVersion": "conclave.dev/v1alpha1", "kind": "Bridge",
+            "metadata": {"name": name},
+            "spec": {"domain": format!("{name}.example.com"), "tls": {"secretName": "byo-tls"},
+                     "turn": turn, "sfu": {"replicas": 2, "media": {"exposure": exposure, "port": port}}}
+        }))
+        .expect("bridge")
+    };
+    bridges
+        .create(
+            &PostParams::default(),
+            &manifest(
+                "hp",
+                "HostPort",
+                11000,
+                json!({"exposure": "HostPort", "port": 3479, "tlsPort": 5350}),
+            ),
+        )
+        .await
+        .expect("HostPort bridge");
+    bridges
+        .create(
+            &PostParams::default(),
+            &manifest("lb", "LoadBalancer", 12000, json!({"enabled": false})),
+        )
+        .await
+        .expect("LoadBalancer bridge");
+
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let jvb_env = |sts: &StatefulSet, key: &str| -> Option<String> {
+        let pod = sts.spec.template.spec.clone()?;
+        pod.containers[0]
+            .env
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|e| e.name == key)
+            .and_then(|e| e.value)
+    };
+
+    // HostPort: the port is bound on the node, the address is the node's, there is no Service.
+    for i in 0..2 {
+        let name = format!("hp-sfu-{i}");
+        let sts = wait_for(&format!("StatefulSet {name}"), Duration::from_secs(60), || {
+            let (statefulsets, name) = (statefulsets.clone(), name.clone());
+            async move { statefulsets.get_opt(&name).await.ok().flatten() }
+        })
+        .await;
+        let pod = sts.spec.template.spec.clone().expect("pod");
+        let port = &pod.containers[0].ports.clone().expect("ports")[0];
+        assert_eq!((port.container_port, port.host_port), (11000 + i, Some(11000 + i)));
+        let node = pod
+            .affinity
+            .and_then(|a| a.node_affinity)
+            .and_then(|n| n.required_during_scheduling_ignored_during_execution)
+            .map(|r| r.node_selector_terms[0].match_expressions.clone().unwrap_or_default()[0].clone())
+            .and_then(|e| e.values)
+            .map(|v| v[0].clone())
+            .expect("pinned to a node");
+        let external = nodes
+            .get(&node)
+            .await
+            .expect("node")
+            .status
+            .and_then(|s| s.addresses)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|a| a.type_ == "ExternalIP")
+            .expect("ExternalIP")
+            .address;
+        assert_eq!(jvb_env(&sts, "JVB_ADVERTISE_IPS"), Some(external));
+        assert!(
+            services.get_opt(&name).await.expect("get").is_none(),
+            "no Service with HostPort"
+        );
+    }
+    let daemonsets: Api<k8s_openapi::api::apps::v1::DaemonSet> = Api::namespaced(client.clone(), &ns);
+    let turn = wait_for("coturn DaemonSet", Duration::from_secs(60), || {
+        let daemonsets = daemonsets.clone();
+        async move { daemonsets.get_opt("hp-turn").await.ok().flatten() }
+    })
+    .await;
+    assert_eq!(
+        turn.spec.template.spec.expect("pod").host_network,
+        Some(true),
+        "TURN with HostPort runs on the host network"
+    );
+    wait_for("HostPort Bridge Ready", Duration::from_secs(120), || {
+        let bridges = bridges.clone();
+        async move { bridges.get("hp").await.ok().filter(ready).map(|_| ()) }
+    })
+    .await;
+
+    // LoadBalancer: no address yet, so nothing is advertised and the Bridge says why.
+    let b = wait_for("AwaitingAddress", Duration::from_secs(60), || {
+        let bridges = bridges.clone();
+        async move {
+            let b = bridges.get("lb").await.ok()?;
+            (condition(&b, "SFUReady")? == ("False".into(), "AwaitingAddress".into())).then_some(b)
+        }
+    })
+    .await;
+    assert_eq!(condition(&b, "Ready").map(|c| c.0).as_deref(), Some("False"));
+    for (i, ip) in [(0, "198.51.100.7"), (1, "198.51.100.8")] {
+        let name = format!("lb-sfu-{i}");
+        let svc = wait_for(&format!("Service {name}"), Duration::from_secs(60), || {
+            let (services, name) = (services.clone(), name.clone());
+            async move { services.get_opt(&name).await.ok().flatten() }
+        })
+        .await;
+        assert_eq!(svc.spec.as_ref().and_then(|s| s.type_.as_deref()), Some("LoadBalancer"));
+        services
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}})),
+            )
+            .await
+            .expect("load balancer address");
+    }
+    for (i, ip) in [(0, "198.51.100.7"), (1, "198.51.100.8")] {
+        let name = format!("lb-sfu-{i}");
+        wait_for(&format!("{name} advertises {ip}"), Duration::from_secs(60), || {
+            let (statefulsets, name) = (statefulsets.clone(), name.clone());
+            async move {
+                let sts = statefulsets.get_opt(&name).await.ok().flatten()?;
+                (jvb_env(&sts, "JVB_ADVERTISE_IPS").as_deref() == Some(ip)).then_some(())
+            }
+        })
+        .await;
+    }
+    let b = wait_for("LoadBalancer Bridge Ready", Duration::from_secs(120), || {
+        let bridges = bridges.clone();
+        async move { bridges.get("lb").await.ok().filter(ready) }
+    })
+    .await;
+    assert_eq!(
+        b.status.and_then(|s| s.sfu).map(|s| s.endpoints),
+        Some(vec!["198.51.100.7:12000".to_string(), "198.51.100.8:12001".to_string()])
+    );
+}

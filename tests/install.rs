@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::{cluster, kubectl, kubectl_ok, repo};
-use conclave::api::Bridge;
+use conclave::api::{Bridge, Meeting};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -71,7 +71,9 @@ fn intended_cluster_grants() -> BTreeSet<(String, String)> {
 
 /// Leader election, only in the operator's own namespace.
 fn intended_lease_grants() -> BTreeSet<(String, String)> {
-    ["get", "create", "update", "patch"]
+    // kube-lease-manager reads and writes the Lease; the elector also watches it, so a
+    // standby takes over the moment the leader releases it.
+    ["get", "list", "watch", "create", "update", "patch"]
         .into_iter()
         .map(|v| ("leases.coordination.k8s.io".to_string(), v.to_string()))
         .collect()
@@ -777,7 +779,17 @@ struct Operator {
 impl Operator {
     fn start(kubeconfig: &Path) -> Operator {
         let mut process = Command::new(env!("CARGO_BIN_EXE_conclave"))
-            .args(["run", "--log-format", "text"])
+            // As deployed: with leader election in the operator's namespace, so the Lease
+            // permissions are exercised too.
+            .args([
+                "run",
+                "--log-format",
+                "text",
+                "--http-address",
+                "127.0.0.1:0",
+                "--leader-elect",
+            ])
+            .args(["--lease-namespace", SYSTEM_NS, "--lease-name", "conclave-as-sa-test"])
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,conclave=debug,kube=warn")
             .stdout(Stdio::piped())
@@ -899,6 +911,33 @@ async fn operator_reconciles_as_its_service_account() {
         },
     )
     .await;
+
+    // A Meeting on it gets its join links under the same identity.
+    let meetings: Api<Meeting> = Api::namespaced(client.clone(), &ns);
+    let meeting: Meeting = serde_json::from_value(json!({
+        "apiVersion": "conclave.dev/v1alpha1", "kind": "Meeting",
+        "metadata": {"name": "standup"},
+        "spec": {"bridge": "meet", "participants": [{"name": "alice", "moderator": true}]}
+    }))
+    .expect("meeting");
+    meetings
+        .create(&PostParams::default(), &meeting)
+        .await
+        .expect("meeting created");
+    wait_for(
+        "Meeting Open with links under the ServiceAccount",
+        Duration::from_secs(60),
+        || {
+            let meetings = meetings.clone();
+            async move {
+                let m = meetings.get("standup").await.ok()?;
+                let s = m.status?;
+                (s.phase == Some(conclave::api::meeting::Phase::Open) && s.credentials_secret.is_some()).then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(secrets.get_opt("standup-credentials").await.expect("get").is_some());
 
     // The work was done by the ServiceAccount (not some other identity), and the API server
     // never refused it anything.

@@ -272,7 +272,9 @@ async fn decide(
         )
     };
     Ok(Outcome {
-        phase: if bridge_ready { phase } else { Phase::Pending },
+        // Once links exist the schedule decides the phase; a Bridge that is briefly not Ready
+        // (a pod restarting, the pool growing) shows in the Ready condition only.
+        phase,
         ready: (bridge_ready, ready_reason, ready_msg),
         capacity: Some(capacity),
         url: Some(url),
