@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster;
 use common::operator::Operator;
+use common::{cluster, self_signed_tls};
 use conclave::api::Bridge;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -17,20 +17,6 @@ use serde_json::json;
 use testenv::wait_for;
 
 const OPERATOR_USER: &str = "conclave-operator-test";
-
-fn self_signed_tls(domain: &str) -> Secret {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec![domain.to_string()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("cert");
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-        "metadata": {"name": "byo-tls"},
-        "stringData": {"tls.crt": cert.pem(), "tls.key": key.serialize_pem()}
-    }))
-    .expect("secret")
-}
 
 fn ready(b: &Bridge) -> bool {
     b.status
@@ -47,7 +33,7 @@ async fn bridge_lifecycle() {
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     secrets
-        .create(&PostParams::default(), &self_signed_tls("meet.example.com"))
+        .create(&PostParams::default(), &self_signed_tls("byo-tls", "meet.example.com"))
         .await
         .expect("tls secret");
     let bridges: Api<Bridge> = Api::namespaced(client.clone(), &ns);
@@ -528,7 +514,7 @@ async fn missing_tls_secret_is_reported_then_picked_up() {
     .await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     secrets
-        .create(&PostParams::default(), &self_signed_tls("late.example.com"))
+        .create(&PostParams::default(), &self_signed_tls("byo-tls", "late.example.com"))
         .await
         .expect("tls secret");
     wait_for(
@@ -576,7 +562,7 @@ async fn host_port_and_load_balancer_exposure() {
     let _operator = Operator::start("conclave-exposure-test", &ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     secrets
-        .create(&PostParams::default(), &self_signed_tls("meet.example.com"))
+        .create(&PostParams::default(), &self_signed_tls("byo-tls", "meet.example.com"))
         .await
         .expect("tls secret");
     let bridges: Api<Bridge> = Api::namespaced(client.clone(), &ns);

@@ -11,13 +11,14 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child as Process, Command, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{cluster, kubectl, kubectl_ok, repo};
+use common::operator::Operator;
+use common::{cluster, kubectl, kubectl_ok, repo, self_signed_tls};
 use conclave::api::{Bridge, Meeting};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Namespace, Secret, Service, ServiceAccount};
@@ -770,82 +771,6 @@ async fn deploy_rbac_is_least_privilege() {
     assert_eq!(elsewhere, want, "in {other_ns}:\n{}", diff(&elsewhere, &want));
 }
 
-/// The operator as a child process; killed on drop. Its log lines are collected.
-struct Operator {
-    process: Process,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Operator {
-    fn start(kubeconfig: &Path) -> Operator {
-        let mut process = Command::new(env!("CARGO_BIN_EXE_conclave"))
-            // As deployed: with leader election in the operator's namespace, so the Lease
-            // permissions are exercised too.
-            .args([
-                "run",
-                "--log-format",
-                "text",
-                "--http-address",
-                "127.0.0.1:0",
-                "--leader-elect",
-            ])
-            .args(["--lease-namespace", SYSTEM_NS, "--lease-name", "conclave-as-sa-test"])
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,conclave=debug,kube=warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("operator starts");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let pipes: [Option<Box<dyn std::io::Read + Send>>; 2] = [
-            process.stdout.take().map(|p| Box::new(p) as _),
-            process.stderr.take().map(|p| Box::new(p) as _),
-        ];
-        for pipe in pipes.into_iter().flatten() {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    eprintln!("[operator as ServiceAccount] {line}");
-                    lines.lock().expect("log lock").push(line);
-                }
-            });
-        }
-        Operator { process, lines }
-    }
-
-    fn lines_containing(&self, needle: &str) -> Vec<String> {
-        let needle = needle.to_lowercase();
-        self.lines
-            .lock()
-            .expect("log lock")
-            .iter()
-            .filter(|l| l.to_lowercase().contains(&needle))
-            .cloned()
-            .collect()
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
-fn self_signed_tls(name: &str, domain: &str) -> Secret {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec![domain.to_string()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("cert");
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-        "metadata": {"name": name},
-        "stringData": {"tls.crt": cert.pem(), "tls.key": key.serialize_pem()}
-    }))
-    .expect("secret")
-}
-
 #[tokio::test]
 async fn operator_reconciles_as_its_service_account() {
     let cp = deployed();
@@ -870,7 +795,21 @@ async fn operator_reconciles_as_its_service_account() {
         "current-context": "conclave",
     });
     std::fs::write(&kubeconfig, serde_json::to_vec_pretty(&config).expect("json")).expect("kubeconfig");
-    let operator = Operator::start(&kubeconfig);
+    // As deployed: with leader election in the operator's namespace, so the Lease
+    // permissions are exercised too.
+    let operator = Operator::launch(
+        "conclave-as-sa",
+        Some(kubeconfig.as_path()),
+        &[
+            "--leader-elect",
+            "--lease-namespace",
+            SYSTEM_NS,
+            "--lease-name",
+            "conclave-as-sa-test",
+        ],
+        &[],
+        None,
+    );
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     secrets

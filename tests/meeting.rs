@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::cluster;
 use common::operator::Operator;
+use common::{cluster, self_signed_tls};
 use conclave::api::{Bridge, Meeting};
 use conclave::meeting::token;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -19,25 +19,11 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use testenv::wait_for;
 
-fn self_signed_tls(domain: &str) -> Secret {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec![domain.to_string()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("cert");
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-        "metadata": {"name": "byo-tls"},
-        "stringData": {"tls.crt": cert.pem(), "tls.key": key.serialize_pem()}
-    }))
-    .expect("secret")
-}
-
 /// A Ready Bridge `meet` in `ns` (TURN off, SFU pool 1..=max with `per` participants each).
 async fn ready_bridge(client: &kube::Client, ns: &str, port: i32, max: i32, per: i32) -> Api<Bridge> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     secrets
-        .create(&PostParams::default(), &self_signed_tls("meet.example.com"))
+        .create(&PostParams::default(), &self_signed_tls("byo-tls", "meet.example.com"))
         .await
         .expect("tls secret");
     let bridges: Api<Bridge> = Api::namespaced(client.clone(), ns);

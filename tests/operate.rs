@@ -9,13 +9,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child as Process, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::cluster;
+use common::operator::{Operator, http_get};
+use common::{cluster, self_signed_tls};
 use conclave::api::Bridge;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -23,152 +21,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use testenv::wait_for;
-
-/// The operator as a child process with its own API identity; killed on drop. Its log lines
-/// are collected for assertions.
-struct Operator {
-    process: Process,
-    lines: Arc<Mutex<Vec<String>>>,
-    user: String,
-}
-
-impl Operator {
-    /// `conclave run` as `user` (in `system:masters`), with an HTTP server on a free port.
-    fn start(user: &str, args: &[&str], env: &[(&str, &str)]) -> Operator {
-        let cp = cluster();
-        let kubeconfig = cp.kubeconfig_as(user, &["system:masters"]);
-        let mut process = Command::new(env!("CARGO_BIN_EXE_conclave"))
-            .args(["run", "--log-format", "text", "--http-address", "127.0.0.1:0"])
-            .args(args)
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,conclave=debug,kube=warn")
-            .env("NO_COLOR", "1")
-            .env_remove("POD_NAME")
-            .env_remove("POD_NAMESPACE")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("operator starts");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for pipe in [
-            process
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            process
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let (lines, tag) = (lines.clone(), user.to_string());
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    eprintln!("[{tag}] {line}");
-                    lines.lock().expect("log lock").push(line);
-                }
-            });
-        }
-        Operator {
-            process,
-            lines,
-            user: user.to_string(),
-        }
-    }
-
-    fn log_count(&self, needle: &str) -> usize {
-        self.lines
-            .lock()
-            .expect("log lock")
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
-    }
-
-    async fn wait_log(&self, needle: &str, timeout: Duration) {
-        wait_for(&format!("{} to log {needle:?}", self.user), timeout, || {
-            let n = self.log_count(needle);
-            async move { (n > 0).then_some(()) }
-        })
-        .await;
-    }
-
-    /// The port from the operator's `serving http on 127.0.0.1:<port>` line.
-    async fn http_port(&self) -> u16 {
-        const PREFIX: &str = "serving http on 127.0.0.1:";
-        wait_for(
-            &format!("{} to log its http address", self.user),
-            Duration::from_secs(30),
-            || {
-                let port = self.lines.lock().expect("log lock").iter().find_map(|l| {
-                    let rest = &l[l.find(PREFIX)? + PREFIX.len()..];
-                    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
-                });
-                async move { port }
-            },
-        )
-        .await
-    }
-
-    async fn wait_ready(&self, port: u16) {
-        wait_for(
-            &format!("{} /readyz to answer 200", self.user),
-            Duration::from_secs(60),
-            || async { (http_get(port, "/readyz").ok()?.0 == 200).then_some(()) },
-        )
-        .await;
-    }
-
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.process.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -TERM {}", self.process.id());
-    }
-
-    async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let process = &mut self.process;
-        let user = self.user.clone();
-        wait_for(&format!("{user} to exit"), timeout, || {
-            let status = process.try_wait().expect("try_wait");
-            async move { status }
-        })
-        .await
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
-/// A plain HTTP/1.1 GET: status code and body.
-fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no status line in {response:?}")))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
-}
 
 /// One sample of the Prometheus text format.
 #[derive(Debug)]
@@ -256,20 +108,6 @@ fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Optio
     })
 }
 
-fn self_signed_tls(name: &str, domain: &str) -> Secret {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec![domain.to_string()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("cert");
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-        "metadata": {"name": name},
-        "stringData": {"tls.crt": cert.pem(), "tls.key": key.serialize_pem()}
-    }))
-    .expect("secret")
-}
-
 /// A Bridge with one SFU replica on NodePort `port`: each test uses its own range, since
 /// NodePorts are allocated cluster-wide and the tests share one control plane.
 fn bridge(name: &str, domain: &str, tls_secret: Option<&str>, port: u16) -> Bridge {
@@ -305,7 +143,7 @@ async fn health_and_metrics() {
     let cp = cluster();
     let client = cp.client().await;
     let ns = testenv::namespace(&client, "metrics").await;
-    let operator = Operator::start("conclave-op-metrics", &["--watch-namespace", &ns], &[]);
+    let operator = Operator::launch("conclave-op-metrics", None, &["--watch-namespace", &ns], &[], None);
     let port = operator.http_port().await;
     operator.wait_ready(port).await;
     assert_eq!(http_get(port, "/healthz").expect("healthz").0, 200);
@@ -442,7 +280,7 @@ async fn leader_election() {
     let user = |id: &str| format!("conclave-{id}-{ns}");
     let mut replicas: BTreeMap<&str, Operator> = ["op-a", "op-b"]
         .into_iter()
-        .map(|id| (id, Operator::start(&user(id), &args, &[("POD_NAME", id)])))
+        .map(|id| (id, Operator::launch(&user(id), None, &args, &[("POD_NAME", id)], None)))
         .collect();
 
     let first = wait_for("a leader", Duration::from_secs(30), || async {
@@ -466,19 +304,14 @@ async fn leader_election() {
         .wait_log("reconciled", Duration::from_secs(30))
         .await;
     assert_eq!(
-        replicas[second].log_count("reconciled"),
+        replicas[second].log_count(&["reconciled"]),
         0,
         "the standby reconciles nothing"
     );
 
     // The leader dies: the standby takes over once the lease expires and reconciles a change.
     let killed = Instant::now();
-    replicas
-        .get_mut(first.as_str())
-        .expect("leader")
-        .process
-        .kill()
-        .expect("kill");
+    replicas.get_mut(first.as_str()).expect("leader").kill();
     bridges
         .patch(
             "meet",
@@ -507,7 +340,10 @@ async fn leader_election() {
 
     // A graceful stop hands over at once: the leader releases the lease.
     let third = "op-c";
-    replicas.insert(third, Operator::start(&user(third), &args, &[("POD_NAME", third)]));
+    replicas.insert(
+        third,
+        Operator::launch(&user(third), None, &args, &[("POD_NAME", third)], None),
+    );
     replicas[third]
         .wait_log("watching lease", Duration::from_secs(30))
         .await;
@@ -522,7 +358,7 @@ async fn leader_election() {
     let status = leader.wait_exit(Duration::from_secs(10)).await;
     eprintln!("takeover after SIGTERM: {handover:?}");
     assert!(status.success(), "a gracefully stopped leader exits 0, got {status}");
-    assert!(leader.log_count("released the lease") > 0);
+    assert!(leader.log_count(&["released the lease"]) > 0);
     assert!(
         handover < Duration::from_secs(2),
         "a standby takes over within 2 s of a graceful stop (took {handover:?})"
@@ -548,11 +384,11 @@ async fn leader_election() {
     // it has reconciled without writing, a change that alters no child costs no write.
     let c = &replicas[third];
     wait_for("op-c to converge", Duration::from_secs(30), || {
-        let n = c.log_count("reconciled writes=0 ");
+        let n = c.log_count(&["reconciled writes=0 "]);
         async move { (n > 0).then_some(()) }
     })
     .await;
-    let seen = c.lines.lock().expect("log lock").len();
+    let seen = c.log().len();
     bridges
         .patch(
             "meet",
@@ -562,7 +398,7 @@ async fn leader_election() {
         .await
         .expect("label");
     let after = wait_for("op-c to reconcile the label change", Duration::from_secs(30), || {
-        let lines: Vec<String> = c.lines.lock().expect("log lock")[seen..]
+        let lines: Vec<String> = c.log()[seen..]
             .iter()
             .filter(|l| l.contains("reconciled"))
             .cloned()
@@ -606,7 +442,7 @@ async fn watch_namespace() {
     let client = cp.client().await;
     let watched = testenv::namespace(&client, "watched").await;
     let other = testenv::namespace(&client, "unwatched").await;
-    let _operator = Operator::start("conclave-op-scoped", &["--watch-namespace", &watched], &[]);
+    let _operator = Operator::launch("conclave-op-scoped", None, &["--watch-namespace", &watched], &[], None);
 
     // The unwatched Bridge goes first: once the watched one has a status, the operator has
     // seen both, so the other's lack of one is not a matter of waiting longer.
@@ -647,7 +483,7 @@ async fn sigterm_stops_gracefully() {
     let cp = cluster();
     let client = cp.client().await;
     let ns = testenv::namespace(&client, "sigterm").await;
-    let mut operator = Operator::start("conclave-op-sigterm", &["--watch-namespace", &ns], &[]);
+    let mut operator = Operator::launch("conclave-op-sigterm", None, &["--watch-namespace", &ns], &[], None);
     let port = operator.http_port().await;
     operator.wait_ready(port).await;
     let bridges: Api<Bridge> = Api::namespaced(client.clone(), &ns);
@@ -662,8 +498,8 @@ async fn sigterm_stops_gracefully() {
     let status = operator.wait_exit(Duration::from_secs(5)).await;
     eprintln!("stopped {:?} after SIGTERM", signalled.elapsed());
     assert!(status.success(), "exit status after SIGTERM: {status}");
-    assert!(operator.log_count("controllers stopped") > 0);
-    assert!(operator.log_count("conclave operator stopped") > 0);
+    assert!(operator.log_count(&["controllers stopped"]) > 0);
+    assert!(operator.log_count(&["conclave operator stopped"]) > 0);
 }
 
 #[test]

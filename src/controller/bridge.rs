@@ -10,7 +10,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Node, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -19,6 +19,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::Instrument;
 
+use super::conditions::{condition as cond, keep_transition_times};
 use super::{Context, Error};
 use crate::api::Exposure;
 use crate::api::bridge::{Bridge, BridgeStatus, SfuStatus};
@@ -698,17 +699,6 @@ async fn prune(
     Ok(())
 }
 
-fn cond(type_: &str, ok: bool, reason: &str, message: &str, generation: Option<i64>) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: if ok { "True" } else { "False" }.into(),
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: generation,
-        last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
-    }
-}
-
 fn current_status(bridge: &Bridge) -> BridgeStatus {
     bridge.status.clone().unwrap_or_default()
 }
@@ -717,15 +707,7 @@ fn current_status(bridge: &Bridge) -> BridgeStatus {
 /// stays the same, so an unchanged Bridge costs no write.
 async fn patch_status(cx: &Context, bridge: &Bridge, ns: &str, mut status: BridgeStatus) -> Result<bool, Error> {
     let old = current_status(bridge);
-    for c in &mut status.conditions {
-        if let Some(prev) = old
-            .conditions
-            .iter()
-            .find(|p| p.type_ == c.type_ && p.status == c.status)
-        {
-            c.last_transition_time = prev.last_transition_time.clone();
-        }
-    }
+    keep_transition_times(&mut status.conditions, &old.conditions);
     if status == old {
         return Ok(false);
     }

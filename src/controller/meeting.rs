@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -19,6 +18,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::Instrument;
 
+use super::conditions::{condition as cond, keep_transition_times};
 use super::{Context, Error, Kind};
 use crate::api::bridge::{AuthMode, Bridge};
 use crate::api::meeting::{Meeting, MeetingStatus, Phase};
@@ -359,30 +359,11 @@ fn fmt(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(|| "-".into(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
 
-fn cond(type_: &str, ok: bool, reason: &str, message: &str, generation: Option<i64>) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: if ok { "True" } else { "False" }.into(),
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: generation,
-        last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
-    }
-}
-
 /// Writes status only when it changed (conditions keep their transition time while their
 /// status stays), and announces a phase change as an Event.
 async fn patch_status(cx: &Context, meeting: &Meeting, ns: &str, mut status: MeetingStatus) -> Result<bool, Error> {
     let old = meeting.status.clone().unwrap_or_default();
-    for c in &mut status.conditions {
-        if let Some(prev) = old
-            .conditions
-            .iter()
-            .find(|p| p.type_ == c.type_ && p.status == c.status)
-        {
-            c.last_transition_time = prev.last_transition_time.clone();
-        }
-    }
+    keep_transition_times(&mut status.conditions, &old.conditions);
     if status == old {
         return Ok(false);
     }

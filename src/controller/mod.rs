@@ -1,6 +1,7 @@
 //! The operator process: caches of every child kind, the controllers, and their shared context.
 
 pub mod bridge;
+pub mod conditions;
 pub mod leader;
 pub mod meeting;
 

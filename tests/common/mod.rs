@@ -78,3 +78,18 @@ pub fn yaml_files(dir: &str) -> Vec<PathBuf> {
 }
 
 pub mod operator;
+
+/// A self-signed `kubernetes.io/tls` Secret `name` for `domain`, as a user would bring.
+pub fn self_signed_tls(name: &str, domain: &str) -> k8s_openapi::api::core::v1::Secret {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec![domain.to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": name},
+        "stringData": {"tls.crt": cert.pem(), "tls.key": key.serialize_pem()}
+    }))
+    .expect("secret")
+}

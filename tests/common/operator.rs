@@ -1,12 +1,16 @@
-//! The operator as a child process, authenticated as its own user so the audit log tells its
-//! requests apart; killed on drop. Its log lines are collected for assertions.
+//! The operator as a child process, the one way every integration test runs it: authenticated
+//! as its own user (so the audit log tells its requests apart) or with a given kubeconfig,
+//! health and metrics on a free port, killed on drop. Its log lines are collected.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child as Process, Command, Stdio};
+use std::process::{Child as Process, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use testenv::wait_for;
 
 use super::cluster;
 
@@ -15,6 +19,7 @@ pub struct Operator {
     lines: Arc<Mutex<Vec<String>>>,
     /// The file the operator reads "now" from, when started with a controlled clock.
     clock: Option<PathBuf>,
+    /// The user it authenticates as (also the tag of its log lines).
     pub user: String,
 }
 
@@ -22,25 +27,39 @@ impl Operator {
     /// An operator with the system clock, watching only `namespace` so tests running at the
     /// same time never reconcile each other's objects.
     pub fn start(user: &str, namespace: &str) -> Operator {
-        Operator::spawn(user, namespace, None)
+        Operator::launch(user, None, &["--watch-namespace", namespace], &[], None)
     }
 
-    /// An operator whose clock the test sets with [`Operator::set_now`], starting at `now`.
+    /// Like [`Operator::start`], with a clock the test sets with [`Operator::set_now`].
     pub fn with_clock(user: &str, namespace: &str, dir: &Path, now: DateTime<Utc>) -> Operator {
         let path = dir.join(format!("{user}.now"));
         write_clock(&path, now);
-        Operator::spawn(user, namespace, Some(path))
+        Operator::launch(user, None, &["--watch-namespace", namespace], &[], Some(path))
     }
 
-    fn spawn(user: &str, namespace: &str, clock: Option<PathBuf>) -> Operator {
-        let cp = cluster();
-        let kubeconfig = cp.kubeconfig_as(user, &["system:masters"]);
+    /// `conclave run` with `args` and `env`, as `user` in `system:masters`, or with
+    /// `kubeconfig` when given (then `user` only tags the log lines).
+    pub fn launch(
+        user: &str,
+        kubeconfig: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+        clock: Option<PathBuf>,
+    ) -> Operator {
+        let kubeconfig = match kubeconfig {
+            Some(path) => path.to_path_buf(),
+            None => cluster().kubeconfig_as(user, &["system:masters"]),
+        };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_conclave"));
-        cmd.args(["run", "--log-format", "text", "--watch-namespace", namespace])
-            // Each test's operator gets its own free port for health and metrics.
+        cmd.args(["run", "--log-format", "text"])
+            // Each operator gets its own free port for health and metrics.
             .args(["--http-address", "127.0.0.1:0"])
+            .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,conclave=debug,kube=warn")
+            .env_remove("POD_NAME")
+            .env_remove("POD_NAMESPACE")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(path) = &clock {
@@ -48,24 +67,18 @@ impl Operator {
         }
         let mut process = cmd.spawn().expect("operator starts");
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let pipes: Vec<Box<dyn std::io::Read + Send>> = [
-            process
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            process
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        let pipes: Vec<Box<dyn Read + Send>> = [
+            process.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+            process.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
         ]
         .into_iter()
         .flatten()
         .collect();
         for pipe in pipes {
-            let lines = lines.clone();
+            let (lines, tag) = (lines.clone(), user.to_string());
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    eprintln!("[operator] {line}");
+                    eprintln!("[{tag}] {line}");
                     lines.lock().expect("log lock").push(line);
                 }
             });
@@ -94,14 +107,98 @@ impl Operator {
             .count()
     }
 
+    /// Log lines containing `needle`, ignoring case.
+    pub fn lines_containing(&self, needle: &str) -> Vec<String> {
+        let needle = needle.to_lowercase();
+        self.lines
+            .lock()
+            .expect("log lock")
+            .iter()
+            .filter(|l| l.to_lowercase().contains(&needle))
+            .cloned()
+            .collect()
+    }
+
     /// Every log line, for privacy assertions.
     pub fn log(&self) -> Vec<String> {
         self.lines.lock().expect("log lock").clone()
     }
 
+    /// Waits until a log line contains `needle`.
+    pub async fn wait_log(&self, needle: &str, timeout: Duration) {
+        wait_for(&format!("{} to log {needle:?}", self.user), timeout, || {
+            let n = self.log_count(&[needle]);
+            async move { (n > 0).then_some(()) }
+        })
+        .await;
+    }
+
+    /// The port the operator's HTTP server bound, from its log.
+    pub async fn http_port(&self) -> u16 {
+        const PREFIX: &str = "serving http on 127.0.0.1:";
+        wait_for(
+            &format!("{} to log its http address", self.user),
+            Duration::from_secs(30),
+            || {
+                let port = self.lines.lock().expect("log lock").iter().find_map(|l| {
+                    let rest = &l[l.find(PREFIX)? + PREFIX.len()..];
+                    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+                });
+                async move { port }
+            },
+        )
+        .await
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self, port: u16) {
+        wait_for(
+            &format!("{} /readyz to answer 200", self.user),
+            Duration::from_secs(60),
+            || async { (http_get(port, "/readyz").ok()?.0 == 200).then_some(()) },
+        )
+        .await;
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
+    /// Asks the operator to stop, as Kubernetes does.
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.process.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM {}", self.process.id());
+    }
+
+    /// Kills the operator at once, as a crashed node would.
+    pub fn kill(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let process = &mut self.process;
+        let user = self.user.clone();
+        wait_for(&format!("{user} to exit"), timeout, || {
+            let status = process.try_wait().expect("try_wait");
+            async move { status }
+        })
+        .await
+    }
+
     /// Write requests this operator sent, as `verb URI`, from the audit log.
     pub fn writes(&self) -> Vec<String> {
         writes_by(&cluster().audit_events(), &self.user)
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
     }
 }
 
@@ -121,16 +218,31 @@ pub fn writes_by(events: &[serde_json::Value], user: &str) -> Vec<String> {
         .collect()
 }
 
+/// A plain HTTP/1.1 GET on loopback: status code and body.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status line in {response:?}")))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
 fn write_clock(path: &Path, now: DateTime<Utc>) {
     // Written to a temporary file and renamed, so the operator never reads half a timestamp.
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, now.to_rfc3339()).expect("write clock");
     std::fs::rename(&tmp, path).expect("install clock");
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
 }
