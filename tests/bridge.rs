@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::operator::Operator;
-use common::{cluster, self_signed_tls};
+use common::{cluster, condition, self_signed_tls, wait_condition};
 use conclave::api::Bridge;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -17,6 +17,33 @@ use serde_json::json;
 use testenv::wait_for;
 
 const OPERATOR_USER: &str = "conclave-operator-test";
+
+/// The ExternalIP of the node an SFU replica's StatefulSet is pinned to by required affinity.
+async fn pinned_external_ip(nodes: &Api<k8s_openapi::api::core::v1::Node>, sts: &StatefulSet) -> String {
+    let node = sts
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|p| p.affinity.as_ref())
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|r| r.node_selector_terms.first())
+        .and_then(|t| t.match_expressions.as_ref()?.first())
+        .and_then(|e| e.values.as_ref()?.first().cloned())
+        .expect("replica is pinned to a node");
+    nodes
+        .get(&node)
+        .await
+        .expect("pinned node exists")
+        .status
+        .and_then(|s| s.addresses)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|a| a.type_ == "ExternalIP")
+        .expect("the pinned node has an ExternalIP")
+        .address
+}
 
 fn ready(b: &Bridge) -> bool {
     b.status
@@ -113,27 +140,7 @@ async fn bridge_lifecycle() {
                 .and_then(|e| e.value)
         };
         assert_eq!(env("JVB_PORT"), Some((31000 + i).to_string()));
-        let node = pod
-            .affinity
-            .and_then(|a| a.node_affinity)
-            .and_then(|n| n.required_during_scheduling_ignored_during_execution)
-            .map(|r| {
-                r.node_selector_terms[0].match_expressions.clone().unwrap_or_default()[0]
-                    .values
-                    .clone()
-                    .unwrap_or_default()[0]
-                    .clone()
-            })
-            .expect("replica is pinned to a node");
-        let node = nodes.get(&node).await.expect("pinned node exists");
-        let external = node
-            .status
-            .and_then(|s| s.addresses)
-            .unwrap_or_default()
-            .into_iter()
-            .find(|a| a.type_ == "ExternalIP")
-            .expect("ExternalIP")
-            .address;
+        let external = pinned_external_ip(&nodes, &sts).await;
         assert_eq!(
             env("JVB_ADVERTISE_IPS"),
             Some(external),
@@ -291,15 +298,6 @@ async fn bridge_lifecycle() {
     .await;
 }
 
-fn condition(b: &Bridge, type_: &str) -> Option<(String, String)> {
-    b.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
-}
-
 fn secret_text(s: &Secret, key: &str) -> String {
     let bytes = s
         .data
@@ -351,14 +349,7 @@ async fn own_ca_issues_and_renews_and_secrets_rotate() {
     manifest.spec.tls = None;
     bridges.create(&PostParams::default(), &manifest).await.expect("bridge");
 
-    let b = wait_for("CertificateReady from the own CA", Duration::from_secs(60), || {
-        let bridges = bridges.clone();
-        async move {
-            let b = bridges.get("selfca").await.ok()?;
-            (condition(&b, "CertificateReady")? == ("True".into(), "IssuedByConclaveCA".into())).then_some(b)
-        }
-    })
-    .await;
+    let b = wait_condition(&bridges, "selfca", "CertificateReady", "True", "IssuedByConclaveCA").await;
     let ca = secrets.get("selfca-ca").await.expect("CA Secret");
     let tls = secrets.get("selfca-tls").await.expect("serving Secret");
     assert_eq!(tls.type_.as_deref(), Some("kubernetes.io/tls"));
@@ -494,14 +485,7 @@ async fn missing_tls_secret_is_reported_then_picked_up() {
         )
         .await
         .expect("bridge");
-    wait_for("SecretNotFound", Duration::from_secs(60), || {
-        let bridges = bridges.clone();
-        async move {
-            let b = bridges.get("late").await.ok()?;
-            (condition(&b, "CertificateReady")? == ("False".into(), "SecretNotFound".into())).then_some(())
-        }
-    })
-    .await;
+    wait_condition(&bridges, "late", "CertificateReady", "False", "SecretNotFound").await;
     wait_for("a Warning Event", Duration::from_secs(30), || {
         let (client, ns) = (client.clone(), ns.clone());
         async move {
@@ -517,18 +501,7 @@ async fn missing_tls_secret_is_reported_then_picked_up() {
         .create(&PostParams::default(), &self_signed_tls("byo-tls", "late.example.com"))
         .await
         .expect("tls secret");
-    wait_for(
-        "CertificateReady once the Secret exists",
-        Duration::from_secs(60),
-        || {
-            let bridges = bridges.clone();
-            async move {
-                let b = bridges.get("late").await.ok()?;
-                (condition(&b, "CertificateReady")? == ("True".into(), "Valid".into())).then_some(())
-            }
-        },
-    )
-    .await;
+    wait_condition(&bridges, "late", "CertificateReady", "True", "Valid").await;
 
     // A second Bridge asking for the same NodePort: a condition naming the clash, not a loop.
     bridges
@@ -538,14 +511,7 @@ async fn missing_tls_secret_is_reported_then_picked_up() {
         )
         .await
         .expect("bridge");
-    let b = wait_for("PortInUse", Duration::from_secs(60), || {
-        let bridges = bridges.clone();
-        async move {
-            let b = bridges.get("clash").await.ok()?;
-            (condition(&b, "ChildrenApplied")? == ("False".into(), "PortInUse".into())).then_some(b)
-        }
-    })
-    .await;
+    let b = wait_condition(&bridges, "clash", "ChildrenApplied", "False", "PortInUse").await;
     assert_eq!(condition(&b, "Ready").map(|c| c.0).as_deref(), Some("False"));
 }
 
@@ -620,25 +586,7 @@ async fn host_port_and_load_balancer_exposure() {
         let pod = sts.spec.template.spec.clone().expect("pod");
         let port = &pod.containers[0].ports.clone().expect("ports")[0];
         assert_eq!((port.container_port, port.host_port), (11000 + i, Some(11000 + i)));
-        let node = pod
-            .affinity
-            .and_then(|a| a.node_affinity)
-            .and_then(|n| n.required_during_scheduling_ignored_during_execution)
-            .map(|r| r.node_selector_terms[0].match_expressions.clone().unwrap_or_default()[0].clone())
-            .and_then(|e| e.values)
-            .map(|v| v[0].clone())
-            .expect("pinned to a node");
-        let external = nodes
-            .get(&node)
-            .await
-            .expect("node")
-            .status
-            .and_then(|s| s.addresses)
-            .unwrap_or_default()
-            .into_iter()
-            .find(|a| a.type_ == "ExternalIP")
-            .expect("ExternalIP")
-            .address;
+        let external = pinned_external_ip(&nodes, &sts).await;
         assert_eq!(jvb_env(&sts, "JVB_ADVERTISE_IPS"), Some(external));
         assert!(
             services.get_opt(&name).await.expect("get").is_none(),
@@ -663,14 +611,7 @@ async fn host_port_and_load_balancer_exposure() {
     .await;
 
     // LoadBalancer: no address yet, so nothing is advertised and the Bridge says why.
-    let b = wait_for("AwaitingAddress", Duration::from_secs(60), || {
-        let bridges = bridges.clone();
-        async move {
-            let b = bridges.get("lb").await.ok()?;
-            (condition(&b, "SFUReady")? == ("False".into(), "AwaitingAddress".into())).then_some(b)
-        }
-    })
-    .await;
+    let b = wait_condition(&bridges, "lb", "SFUReady", "False", "AwaitingAddress").await;
     assert_eq!(condition(&b, "Ready").map(|c| c.0).as_deref(), Some("False"));
     for (i, ip) in [(0, "198.51.100.7"), (1, "198.51.100.8")] {
         let name = format!("lb-sfu-{i}");

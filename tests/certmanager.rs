@@ -8,21 +8,12 @@ mod common;
 use std::time::Duration;
 
 use common::operator::Operator;
-use common::{cluster, kubectl_ok};
+use common::{cluster, kubectl_ok, wait_condition};
 use conclave::api::Bridge;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use serde_json::json;
 use testenv::wait_for;
-
-fn condition(b: &Bridge, type_: &str) -> Option<(String, String)> {
-    b.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
-}
 
 #[tokio::test]
 async fn issuer_ref_creates_a_valid_certificate_and_waits_for_its_secret() {
@@ -74,14 +65,7 @@ async fn issuer_ref_creates_a_valid_certificate_and_waits_for_its_secret() {
     let owner = &cert.metadata.owner_references.clone().unwrap_or_default()[0];
     assert_eq!((owner.kind.as_str(), owner.controller), ("Bridge", Some(true)));
 
-    wait_for("CertificateReady=False, Issuing", Duration::from_secs(60), || {
-        let bridges = bridges.clone();
-        async move {
-            let b = bridges.get("acme").await.ok()?;
-            (condition(&b, "CertificateReady")? == ("False".into(), "Issuing".into())).then_some(())
-        }
-    })
-    .await;
+    wait_condition(&bridges, "acme", "CertificateReady", "False", "Issuing").await;
 
     // What cert-manager writes: a kubernetes.io/tls Secret with the secretTemplate's labels.
     let key = rcgen::KeyPair::generate().expect("key");
@@ -102,18 +86,7 @@ async fn issuer_ref_creates_a_valid_certificate_and_waits_for_its_secret() {
         .create(&PostParams::default(), &secret)
         .await
         .expect("issued secret");
-    wait_for(
-        "CertificateReady=True once the Secret exists",
-        Duration::from_secs(60),
-        || {
-            let bridges = bridges.clone();
-            async move {
-                let b = bridges.get("acme").await.ok()?;
-                (condition(&b, "CertificateReady")? == ("True".into(), "Valid".into())).then_some(())
-            }
-        },
-    )
-    .await;
+    wait_condition(&bridges, "acme", "CertificateReady", "True", "Valid").await;
     // The issued Secret is cert-manager's: the operator must not prune it.
     assert!(secrets.get_opt("acme-tls").await.expect("get").is_some());
 }

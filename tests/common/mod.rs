@@ -93,3 +93,36 @@ pub fn self_signed_tls(name: &str, domain: &str) -> k8s_openapi::api::core::v1::
     }))
     .expect("secret")
 }
+
+/// `(status, reason)` of a Bridge's condition `type_`.
+pub fn condition(b: &conclave::api::Bridge, type_: &str) -> Option<(String, String)> {
+    b.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// Waits until Bridge `name` has condition `type_` with `status` and `reason`; returns it.
+pub async fn wait_condition(
+    bridges: &kube::Api<conclave::api::Bridge>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> conclave::api::Bridge {
+    let want = (status.to_string(), reason.to_string());
+    testenv::wait_for(
+        &format!("Bridge {name} {type_}={status} ({reason})"),
+        Duration::from_secs(60),
+        || {
+            let want = want.clone();
+            async move {
+                let b = bridges.get(name).await.ok()?;
+                (condition(&b, type_)? == want).then_some(b)
+            }
+        },
+    )
+    .await
+}
