@@ -26,6 +26,7 @@ use crate::images;
     shortname = "br",
     category = "conclave",
     derive = "PartialEq",
+    validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name: at most 40 characters, so the names of SFU StatefulSets, their pods and revisions stay within Kubernetes' 63"),
     printcolumn(
         name = "Ready",
         type_ = "string",

@@ -24,6 +24,7 @@ use super::common::E2eePolicy;
     category = "conclave",
     derive = "PartialEq",
     validation = Rule::new("has(self.spec.room) || self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name contains '.', which room names may not: set spec.room").field_path(".spec.room"),
+    validation = Rule::new("has(self.spec.room) || size(self.metadata.name) <= 63").message("metadata.name is longer than the 63 characters a room name may have: set spec.room").field_path(".spec.room"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Bridge", type_ = "string", json_path = ".spec.bridge"),
     printcolumn(name = "Start", type_ = "string", json_path = ".spec.start"),
