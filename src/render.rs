@@ -127,6 +127,14 @@ fn render_bridge(
     let services = Writer::new(crate::controller::Kind::Service.resource()).as_reader();
     let sfu = plan_sfu(bridge, replicas, &nodes, &services, &ns, &name);
     let mut ctx = Ctx::new(&name, &ns, owner::<Bridge>(&name), &bridge.spec, sfu);
+    ctx.room_limits = crate::meeting::room_limits(
+        meetings
+            .iter()
+            .filter(|m| m.metadata.namespace.as_deref() == Some(ns.as_str()) && m.spec.bridge == name)
+            .filter(|m| validate::against_bridge(&m.spec, &name, &bridge.spec).is_ok())
+            .map(|m| (m.metadata.name.as_deref().unwrap_or_default(), &m.spec)),
+        at,
+    );
     let tls = bridge.spec.tls.clone().unwrap_or_default();
     ctx.tls_secret = Some(
         tls.secret_name
@@ -241,6 +249,7 @@ spec:
         assert!(a.contains("<generated once in the cluster by the operator>"));
         assert!(!a.contains("jwt="), "no join token is ever rendered");
         assert_eq!(a.matches("kind: StatefulSet").count(), 1, "the minimum pool");
+        assert!(a.contains("standup=25"), "the Meeting's room limit reaches prosody");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use common::{cluster, self_signed_tls};
 use conclave::api::{Bridge, Meeting};
 use conclave::meeting::token;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use testenv::wait_for;
@@ -127,6 +127,19 @@ async fn wait_sfu(statefulsets: &Api<StatefulSet>, bridges: &Api<Bridge>, n: usi
     .await;
 }
 
+/// Waits until the rooms ConfigMap's limits file reads `want`.
+async fn wait_limits(configmaps: &Api<ConfigMap>, want: &str) {
+    wait_for(&format!("room limits {want:?}"), Duration::from_secs(60), || {
+        let configmaps = configmaps.clone();
+        let want = want.to_string();
+        async move {
+            let cm = configmaps.get_opt("meet-rooms").await.ok().flatten()?;
+            (cm.data?.get("limits")? == &want).then_some(())
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn meeting_lifecycle() {
     let cp = cluster();
@@ -234,6 +247,10 @@ async fn meeting_lifecycle() {
         Some("retro-credentials")
     );
 
+    // Prosody gets the room's occupancy limit through the Bridge's rooms ConfigMap.
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    wait_limits(&configmaps, "standup=25\n").await;
+
     // Before the lead time the pool is at its minimum.
     wait_sfu(&statefulsets, &bridges, 1).await;
 
@@ -335,6 +352,7 @@ async fn meeting_lifecycle() {
     })
     .await;
     wait_sfu(&statefulsets, &bridges, 1).await;
+    wait_limits(&configmaps, "").await;
 
     // Deleting a Meeting removes its Secret (garbage collection through the owner reference).
     meetings

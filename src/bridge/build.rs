@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::context::Ctx;
-use super::{certificate, coturn, jicofo, network_policy, prosody, sfu, web};
+use super::{certificate, coturn, jicofo, network_policy, prosody, rooms, sfu, web};
 use crate::api::Exposure;
 use crate::api::bridge::AuthMode;
 use crate::child::Child;
@@ -34,6 +34,7 @@ pub const SECRETS_REVISION_ANNOTATION: &str = "conclave.dev/secrets-revision";
 pub fn desired(ctx: &Ctx) -> Result<Vec<Child>, serde_json::Error> {
     let mut out = Vec::new();
     out.extend(certificate::build(ctx)?);
+    out.extend(rooms::build(ctx)?);
     out.extend(prosody::build(ctx)?);
     out.extend(jicofo::build(ctx)?);
     out.extend(web::build(ctx)?);
@@ -433,6 +434,7 @@ pub(crate) mod fixtures {
             secret_name: "meet-secrets".into(),
             tls_secret: Some("meet-tls".into()),
             secrets_revision: None,
+            room_limits: Default::default(),
             sfu: vec![
                 SfuReplica {
                     index: 0,

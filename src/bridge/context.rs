@@ -32,6 +32,8 @@ pub struct Ctx {
     pub secrets_revision: Option<String>,
     /// SFU replicas to run, by index.
     pub sfu: Vec<SfuReplica>,
+    /// Occupancy limit by room, from the Meetings on this Bridge that set `maxParticipants`.
+    pub room_limits: BTreeMap<String, i32>,
     /// Host names or addresses clients use to reach TURN.
     pub turn_hosts: Vec<String>,
 }
@@ -64,6 +66,7 @@ impl Ctx {
             tls_secret: None,
             secrets_revision: None,
             sfu,
+            room_limits: BTreeMap::new(),
             turn_hosts: vec![spec.domain.clone()],
         }
     }

@@ -8,6 +8,7 @@ pub mod coturn;
 pub mod jicofo;
 pub mod network_policy;
 pub mod prosody;
+pub mod rooms;
 pub mod secrets;
 pub mod sfu;
 pub mod web;

@@ -66,6 +66,9 @@ pub fn env_vars(ctx: &Ctx) -> Result<Vec<EnvVar>, serde_json::Error> {
         env("ENABLE_XMPP_WEBSOCKET", "1"),
         // The lobby component exists; moderators switch it on per room.
         env("ENABLE_LOBBY", "1"),
+        // Loads Jitsi's muc_max_occupants, which enforces the per-room limits that
+        // conclave_room_limits sets; this is only the limit of rooms without one.
+        env("MAX_PARTICIPANTS", super::rooms::DEFAULT_LIMIT.to_string()),
         secret_env(ctx, "JICOFO_AUTH_PASSWORD", secrets::JICOFO_PASSWORD),
         env("JVB_AUTH_USER", JVB_AUTH_USER),
         secret_env(ctx, "JVB_AUTH_PASSWORD", secrets::JVB_PASSWORD),
@@ -77,9 +80,14 @@ pub fn env_vars(ctx: &Ctx) -> Result<Vec<EnvVar>, serde_json::Error> {
             env("JWT_ACCEPTED_ISSUERS", JWT_APP_ID),
             env("JWT_ACCEPTED_AUDIENCES", JWT_APP_ID),
             env("JWT_ALLOW_EMPTY", "0"),
-            env("XMPP_MUC_MODULES", JWT_MUC_MODULES),
+            env(
+                "XMPP_MUC_MODULES",
+                format!("{JWT_MUC_MODULES},{}", super::rooms::MODULE),
+            ),
             env("XMPP_MODULES", JWT_MODULES),
         ]);
+    } else {
+        e.push(env("XMPP_MUC_MODULES", super::rooms::MODULE));
     }
     e.extend(turn_env(ctx)?);
     Ok(e)
@@ -116,7 +124,10 @@ fn turn_env(ctx: &Ctx) -> Result<Vec<EnvVar>, serde_json::Error> {
 fn deploy(ctx: &Ctx) -> Result<k8s_openapi::api::apps::v1::Deployment, serde_json::Error> {
     // Prosody writes its data path (and checks it is writable at start); accounts are
     // re-created from the Secret on every start, so an emptyDir is enough.
-    let (volumes, mounts) = jitsi_scratch(&[("data", "/var/lib/prosody")], true);
+    let (mut volumes, mut mounts) = jitsi_scratch(&[("data", "/var/lib/prosody")], true);
+    let (room_volumes, room_mounts) = super::rooms::volumes(ctx);
+    volumes.extend(room_volumes);
+    mounts.extend(room_mounts);
     let container = Container {
         name: "prosody".into(),
         image: Some(ctx.images.prosody.clone()),
@@ -183,7 +194,7 @@ mod tests {
         assert_eq!(v("JWT_ALLOW_EMPTY").as_deref(), Some("0"));
         assert_eq!(
             v("XMPP_MUC_MODULES").as_deref(),
-            Some("token_affiliation,token_no_wildcard,token_lobby_ondemand")
+            Some("token_affiliation,token_no_wildcard,token_lobby_ondemand,conclave_room_limits")
         );
         assert_eq!(
             v("S6_YES_I_WANT_A_WORLD_WRITABLE_RUN_BECAUSE_KUBERNETES").as_deref(),
@@ -230,10 +241,14 @@ mod tests {
         ctx.spec.turn.enabled = false;
         let c = container(&ctx);
         assert_eq!(env_value(&c, "ENABLE_AUTH").as_deref(), Some("0"));
+        assert_eq!(
+            env_value(&c, "XMPP_MUC_MODULES").as_deref(),
+            Some("conclave_room_limits"),
+            "room limits apply without authentication too"
+        );
         for gone in [
             "JWT_APP_ID",
             "JWT_APP_SECRET",
-            "XMPP_MUC_MODULES",
             "TURN_HOST",
             "TURN_CREDENTIALS",
             "TURNS_HOST",

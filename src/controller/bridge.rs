@@ -27,7 +27,7 @@ pub use crate::bridge::context::OWNER_KIND;
 use crate::bridge::context::{Ctx, SfuReplica};
 use crate::bridge::{build, ca, certificate, secrets};
 use crate::labels::{self, FIELD_MANAGER};
-use crate::meeting::{capacity, validate};
+use crate::meeting::{self, capacity, validate};
 use crate::{apply, clock, turn};
 
 /// One reconcile of one Bridge.
@@ -44,6 +44,9 @@ pub async fn reconcile(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Action, 
 }
 
 async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Action, Error> {
+    if !cx.caches_synced() {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
     let name = bridge.name_any();
     let ns = bridge.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let uid = bridge.uid().ok_or(Error::MissingField("metadata.uid"))?;
@@ -99,6 +102,14 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
         .controller_owner_ref(&())
         .ok_or(Error::MissingField("metadata.uid"))?;
     let mut ctx = Ctx::new(&name, &ns, owner, &bridge.spec, sfu);
+    ctx.room_limits = meeting::room_limits(
+        hosted
+            .iter()
+            .filter(|m| m.namespace().as_deref() == Some(ns.as_str()) && m.spec.bridge == name)
+            .filter(|m| validate::against_bridge(&m.spec, &name, &bridge.spec).is_ok())
+            .map(|m| (m.metadata.name.as_deref().unwrap_or_default(), &m.spec)),
+        Some(now),
+    );
     ctx.secrets_revision = ensure_generated_secret(&cx, &bridge, &ctx).await?;
     let tls = tls_state(&cx, &bridge, &ctx).await?;
     ctx.tls_secret = tls.secret.clone();

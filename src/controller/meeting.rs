@@ -78,6 +78,9 @@ impl Outcome {
 }
 
 async fn reconcile_meeting(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Action, Error> {
+    if !cx.caches_synced() {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
     let ns = meeting.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = meeting.name_any();
     let secret_name = labels::child_name(&name, CREDENTIALS_SUFFIX);

@@ -129,10 +129,17 @@ pub struct Context {
     /// The credentials Secrets of Meetings.
     pub meeting_secrets: Store<DynamicObject>,
     pub metrics: Arc<Metrics>,
+    synced: Synced,
     pub recorder: Recorder,
 }
 
 impl Context {
+    /// Whether every cache has completed its first list. Reconciles wait for it: a plan made
+    /// from a half-listed cache (no nodes yet) would create children only to change them.
+    pub fn caches_synced(&self) -> bool {
+        self.synced.pending.load(Ordering::SeqCst) == 0
+    }
+
     /// The cache of one child kind (empty for a kind not watched).
     pub fn store(&self, kind: Kind) -> Store<DynamicObject> {
         self.stores
@@ -515,6 +522,7 @@ async fn lead(
         meetings: meeting_store,
         meeting_secrets,
         metrics,
+        synced,
     });
     tracing::info!("starting controllers");
     let bridges = bridge_ctrl
