@@ -15,9 +15,8 @@ use crate::api::{Bridge, Meeting};
 use crate::bridge::context::Ctx;
 use crate::bridge::{build, ca, certificate, secrets};
 use crate::controller::bridge::plan_sfu;
-use crate::controller::meeting::CREDENTIALS_SUFFIX;
-use crate::labels::{self, Component};
-use crate::meeting::{capacity, credentials, validate};
+use crate::labels::Component;
+use crate::meeting::{capacity, credentials};
 
 /// What stands in for the uid the API server assigns to a parent.
 const UID_PLACEHOLDER: &str = "<assigned by the API server>";
@@ -111,15 +110,9 @@ fn render_bridge(
         .clone()
         .ok_or_else(|| RenderError::Name("Bridge".into()))?;
     let ns = bridge.metadata.namespace.clone().unwrap_or_default();
+    let hosted = crate::meeting::hosted_by(meetings, &ns, &name, &bridge.spec);
     let replicas = match at {
-        Some(now) => {
-            let hosted = meetings
-                .iter()
-                .filter(|m| m.metadata.namespace.as_deref() == Some(ns.as_str()) && m.spec.bridge == name)
-                .filter(|m| validate::against_bridge(&m.spec, &name, &bridge.spec).is_ok())
-                .map(|m| &m.spec);
-            capacity::plan(&bridge.spec.sfu, hosted, now).replicas
-        }
+        Some(now) => capacity::plan(&bridge.spec.sfu, hosted.iter().map(|m| &m.spec), now).replicas,
         None => bridge.spec.sfu.replicas,
     };
     // Offline there are no nodes and no load balancers: addresses come only from the spec.
@@ -128,10 +121,8 @@ fn render_bridge(
     let sfu = plan_sfu(bridge, replicas, &nodes, &services, &ns, &name);
     let mut ctx = Ctx::new(&name, &ns, owner::<Bridge>(&name), &bridge.spec, sfu);
     ctx.room_limits = crate::meeting::room_limits(
-        meetings
+        hosted
             .iter()
-            .filter(|m| m.metadata.namespace.as_deref() == Some(ns.as_str()) && m.spec.bridge == name)
-            .filter(|m| validate::against_bridge(&m.spec, &name, &bridge.spec).is_ok())
             .map(|m| (m.metadata.name.as_deref().unwrap_or_default(), &m.spec)),
         at,
     );
@@ -173,17 +164,8 @@ fn render_meeting(meeting: &Meeting) -> Result<serde_json::Value, RenderError> {
         .name
         .clone()
         .ok_or_else(|| RenderError::Name("Meeting".into()))?;
-    let meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-        name: Some(labels::child_name(&name, CREDENTIALS_SUFFIX)),
-        namespace: meeting.metadata.namespace.clone(),
-        labels: Some(labels::labels(
-            crate::controller::meeting::OWNER_KIND,
-            &name,
-            Component::Credentials,
-        )),
-        owner_references: Some(vec![owner::<Meeting>(&name)]),
-        ..Default::default()
-    };
+    let ns = meeting.metadata.namespace.clone().unwrap_or_default();
+    let meta = credentials::meta(&name, &ns, owner::<Meeting>(&name));
     let keys = credentials::keys(&meeting.spec);
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     Ok(reference_secret(

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -27,7 +27,7 @@ pub use crate::bridge::context::OWNER_KIND;
 use crate::bridge::context::{Ctx, SfuReplica};
 use crate::bridge::{build, ca, certificate, secrets};
 use crate::labels::{self, FIELD_MANAGER};
-use crate::meeting::{self, capacity, validate};
+use crate::meeting::{self, capacity};
 use crate::{apply, clock, turn};
 
 /// One reconcile of one Bridge.
@@ -80,16 +80,9 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     }
 
     let now = cx.clock.now();
-    let hosted = cx.meetings.state();
-    let reservation = capacity::plan(
-        &bridge.spec.sfu,
-        hosted
-            .iter()
-            .filter(|m| m.namespace().as_deref() == Some(ns.as_str()) && m.spec.bridge == name)
-            .filter(|m| validate::against_bridge(&m.spec, &name, &bridge.spec).is_ok())
-            .map(|m| &m.spec),
-        now,
-    );
+    let all_meetings = cx.meetings.state();
+    let hosted = meeting::hosted_by(all_meetings.iter().map(|m| &**m), &ns, &name, &bridge.spec);
+    let reservation = capacity::plan(&bridge.spec.sfu, hosted.iter().map(|m| &m.spec), now);
     let sfu = plan_sfu(
         &bridge,
         reservation.replicas,
@@ -105,8 +98,6 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     ctx.room_limits = meeting::room_limits(
         hosted
             .iter()
-            .filter(|m| m.namespace().as_deref() == Some(ns.as_str()) && m.spec.bridge == name)
-            .filter(|m| validate::against_bridge(&m.spec, &name, &bridge.spec).is_ok())
             .map(|m| (m.metadata.name.as_deref().unwrap_or_default(), &m.spec)),
         Some(now),
     );
@@ -377,9 +368,7 @@ fn lb_address(services: &Store<DynamicObject>, ns: &str, name: &str) -> Option<S
 async fn ensure_generated_secret(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Result<Option<String>, Error> {
     let (name, ns) = (&ctx.secret_name, &ctx.namespace);
     let requested = bridge.annotations().get(secrets::ROTATE_ANNOTATION).cloned();
-    let live = cx
-        .store(super::Kind::Secret)
-        .get(&ObjectRef::new_with(name, super::Kind::Secret.resource()).within(ns));
+    let live = cx.cached_secret(ns, name);
     let current = live
         .as_ref()
         .and_then(|l| l.annotations().get(secrets::ROTATION_ANNOTATION).cloned());
@@ -393,11 +382,7 @@ async fn ensure_generated_secret(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Re
         ),
         _ => return Ok(current),
     };
-    let old = |k: &str| {
-        live.as_ref()
-            .and_then(|l| l.data.get("data")?.get(k)?.as_str().map(str::to_string))
-            .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
-    };
+    let old = |k: &str| live.as_deref().and_then(|l| super::secret_value(l, k));
     let data = secrets::KEYS
         .iter()
         .map(|k| {
@@ -412,28 +397,13 @@ async fn ensure_generated_secret(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Re
     metadata.annotations = requested
         .clone()
         .map(|r| [(secrets::ROTATION_ANNOTATION.to_string(), r)].into());
-    metadata.resource_version = live.as_ref().and_then(|l| l.resource_version());
     let secret = Secret {
         metadata,
         data: Some(data),
         type_: Some("Opaque".into()),
         ..Secret::default()
     };
-    let api: Api<Secret> = Api::namespaced(cx.client.clone(), ns);
-    let pp = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PostParams::default()
-    };
-    let result = match &live {
-        None => api.create(&pp, &secret).await,
-        Some(_) => api.replace(name, &pp, &secret).await,
-    };
-    match result {
-        Ok(_) => {}
-        // The cache lagged behind a write of ours: look again with the fresh object.
-        Err(kube::Error::Api(s)) if s.code == 409 => return Err(Error::Stale(format!("Secret/{name}"))),
-        Err(e) => return Err(Error::Apply(format!("Secret/{name}"), e)),
-    }
+    super::put_secret(&cx.client, secret, live.as_deref()).await?;
     if live.is_some() {
         cx.event(
             &bridge.object_ref(&()),
@@ -610,20 +580,14 @@ async fn own_ca(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Result<TlsState, Er
 
 /// A certificate and key from a cached Secret, when both keys hold text.
 fn pem_pair(obj: &DynamicObject, cert: &str, key: &str) -> Option<ca::Pem> {
-    let field = |k: &str| {
-        let b64 = obj.data.get("data")?.get(k)?.as_str()?;
-        let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-        String::from_utf8(bytes).ok()
-    };
+    let field = |k: &str| String::from_utf8(super::secret_value(obj, k)?).ok();
     Some(ca::Pem {
         cert: field(cert)?,
         key: field(key)?,
     })
 }
 
-/// Creates a Secret the operator owns, or replaces the cached version of it. The replace
-/// carries the cached resourceVersion, so a stale cache can never overwrite a newer value: the
-/// conflict sends the reconcile round again with the fresh object.
+/// Writes one of the certificate Secrets (see [`super::put_secret`]).
 async fn write_secret(
     cx: &Context,
     ctx: &Ctx,
@@ -634,7 +598,6 @@ async fn write_secret(
 ) -> Result<(), Error> {
     let mut meta = ctx.meta(ca::CA_SUFFIX, labels::Component::Certificate);
     meta.name = Some(name.to_string());
-    meta.resource_version = live.and_then(|l| l.resource_version());
     let secret = Secret {
         metadata: meta,
         type_: Some(type_.into()),
@@ -645,20 +608,7 @@ async fn write_secret(
         ),
         ..Secret::default()
     };
-    let api: Api<Secret> = Api::namespaced(cx.client.clone(), &ctx.namespace);
-    let pp = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PostParams::default()
-    };
-    let result = match live {
-        None => api.create(&pp, &secret).await,
-        Some(_) => api.replace(name, &pp, &secret).await,
-    };
-    match result {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Stale(format!("Secret/{name}"))),
-        Err(e) => Err(Error::Apply(format!("Secret/{name}"), e)),
-    }
+    super::put_secret(&cx.client, secret, live).await
 }
 
 /// Deletes children of this Bridge that are no longer desired. Only objects carrying this
@@ -778,6 +728,5 @@ async fn announce_transitions(cx: &Context, bridge: &Bridge, old: &[Condition], 
 /// Requeue after an error: the reason becomes the log line and an Event, and the retry backs
 /// off so a broken apiserver is not hammered.
 pub fn error_policy(_bridge: Arc<Bridge>, err: &Error, _cx: Arc<Context>) -> Action {
-    tracing::warn!(error = %err, "reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+    super::retry_after(err)
 }

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -24,14 +23,11 @@ use crate::api::bridge::{AuthMode, Bridge};
 use crate::api::meeting::{Meeting, MeetingStatus, Phase};
 use crate::bridge::secrets;
 use crate::child::Child;
-use crate::labels::{self, Component, FIELD_MANAGER};
+use crate::labels::{self, FIELD_MANAGER};
 use crate::meeting::{self, capacity, credentials, schedule, validate};
 use crate::{apply, clock};
 
-/// `conclave.dev/owner-kind` of every Meeting child.
-pub const OWNER_KIND: &str = "meeting";
-/// Name suffix of the credentials Secret.
-pub const CREDENTIALS_SUFFIX: &str = "credentials";
+pub use crate::meeting::OWNER_KIND;
 
 pub async fn reconcile(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Action, Error> {
     let key = format!("{}/{}", meeting.namespace().unwrap_or_default(), meeting.name_any());
@@ -83,7 +79,7 @@ async fn reconcile_meeting(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Ac
     }
     let ns = meeting.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = meeting.name_any();
-    let secret_name = labels::child_name(&name, CREDENTIALS_SUFFIX);
+    let secret_name = credentials::secret_name(&name);
     let live = cx
         .meeting_secrets
         .get(&ObjectRef::new_with(&secret_name, Kind::Secret.resource()).within(&ns));
@@ -149,27 +145,9 @@ async fn decide(
     let bookings: Vec<validate::Booking<'_>> = siblings
         .iter()
         .filter(|m| m.namespace().as_deref() == Some(ns) && m.spec.bridge == spec.bridge)
-        .map(|m| validate::Booking {
-            name: m.metadata.name.as_deref().unwrap_or_default(),
-            created: m
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0)),
-            room: meeting::room(m.metadata.name.as_deref().unwrap_or_default(), &m.spec),
-            spec: &m.spec,
-        })
+        .map(|m| validate::Booking::of(m))
         .collect();
-    let me = validate::Booking {
-        name,
-        created: meeting
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0)),
-        room: room.clone(),
-        spec,
-    };
+    let me = validate::Booking::of(meeting);
     if let Some(other) = validate::room_taken_by(&me, &bookings) {
         return Ok(Outcome::waiting(
             Phase::Invalid,
@@ -242,14 +220,8 @@ async fn decide(
     let owner = meeting
         .controller_owner_ref(&())
         .ok_or(Error::MissingField("metadata.uid"))?;
-    let meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-        name: Some(labels::child_name(name, CREDENTIALS_SUFFIX)),
-        namespace: Some(ns.to_string()),
-        labels: Some(labels::labels(OWNER_KIND, name, Component::Credentials)),
-        owner_references: Some(vec![owner]),
-        ..Default::default()
-    };
-    let secret = credentials::secret(meta, &input).map_err(|e| Error::Build(format!("signing join tokens: {e}")))?;
+    let secret = credentials::secret(credentials::meta(name, ns, owner), &input)
+        .map_err(|e| Error::Build(format!("signing join tokens: {e}")))?;
     let child = Child::new(&secret).map_err(|e| Error::Build(e.to_string()))?;
     apply::apply(&cx.client, &child, live)
         .await
@@ -350,12 +322,8 @@ fn capacity_condition(
 
 /// The Bridge's JWT app secret, from the cache of its generated Secret.
 fn app_secret(cx: &Context, ns: &str, bridge: &str) -> Option<Vec<u8>> {
-    let name = labels::child_name(bridge, secrets::SUFFIX);
-    let obj = cx
-        .store(Kind::Secret)
-        .get(&ObjectRef::new_with(&name, Kind::Secret.resource()).within(ns))?;
-    let b64 = obj.data.get("data")?.get(secrets::JWT_APP_SECRET)?.as_str()?;
-    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+    let obj = cx.cached_secret(ns, &labels::child_name(bridge, secrets::SUFFIX))?;
+    super::secret_value(&obj, secrets::JWT_APP_SECRET)
 }
 
 fn fmt(t: Option<DateTime<Utc>>) -> String {
@@ -405,9 +373,5 @@ async fn patch_status(cx: &Context, meeting: &Meeting, ns: &str, mut status: Mee
 }
 
 pub fn error_policy(_meeting: Arc<Meeting>, err: &Error, _cx: Arc<Context>) -> Action {
-    tracing::warn!(error = %err, reason = err.reason(), "reconcile failed");
-    match err {
-        Error::Stale(_) => Action::requeue(Duration::from_secs(1)),
-        _ => Action::requeue(Duration::from_secs(5)),
-    }
+    super::retry_after(err)
 }

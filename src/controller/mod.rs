@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use base64::Engine as _;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -16,7 +17,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::Client;
 use kube::ResourceExt;
-use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta, TypeMeta};
+use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta, PostParams, TypeMeta};
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -164,6 +166,12 @@ impl Context {
         }
     }
 
+    /// A Secret of a Bridge from the cache (the generated one, the CA, the serving certificate).
+    pub fn cached_secret(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
+        self.store(Kind::Secret)
+            .get(&ObjectRef::new_with(name, Kind::Secret.resource()).within(ns))
+    }
+
     /// The cached live version of a desired child.
     pub fn live(&self, child: &Child) -> Option<Arc<DynamicObject>> {
         let kind = Kind::of(&child.resource)?;
@@ -291,6 +299,45 @@ impl Scope {
             Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
             None => Api::all_with(client.clone(), ar),
         }
+    }
+}
+
+/// The decoded value of `key` in a cached Secret.
+pub fn secret_value(secret: &DynamicObject, key: &str) -> Option<Vec<u8>> {
+    let b64 = secret.data.get("data")?.get(key)?.as_str()?;
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
+
+/// Creates a Secret the operator owns, or replaces the cached version of it. The replace
+/// carries the cached resourceVersion, so a stale cache can never overwrite a newer value: the
+/// conflict sends the reconcile round again with the fresh object.
+pub async fn put_secret(client: &Client, mut secret: Secret, live: Option<&DynamicObject>) -> Result<(), Error> {
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let ns = secret.metadata.namespace.clone().unwrap_or_default();
+    secret.metadata.resource_version = live.and_then(|l| l.resource_version());
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let pp = PostParams {
+        field_manager: Some(labels::FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    let result = match live {
+        None => api.create(&pp, &secret).await,
+        Some(_) => api.replace(&name, &pp, &secret).await,
+    };
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Stale(format!("Secret/{name}"))),
+        Err(e) => Err(Error::Apply(format!("Secret/{name}"), e)),
+    }
+}
+
+/// Requeue after a failed reconcile: at once (almost) when only the cache was stale, after a
+/// back-off otherwise, so a broken API server is not hammered.
+pub fn retry_after(err: &Error) -> Action {
+    tracing::warn!(error = %err, reason = err.reason(), "reconcile failed");
+    match err {
+        Error::Stale(_) => Action::requeue(std::time::Duration::from_secs(1)),
+        _ => Action::requeue(std::time::Duration::from_secs(5)),
     }
 }
 

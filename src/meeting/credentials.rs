@@ -5,11 +5,15 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::schedule::Window;
 use super::token::{self, Identity};
 use crate::api::meeting::MeetingSpec;
+use crate::labels::{self, Component};
+
+/// Name suffix of the credentials Secret.
+pub const SUFFIX: &str = "credentials";
 
 /// Key of the shared guest link.
 pub const GUEST_KEY: &str = "guest";
@@ -27,6 +31,23 @@ pub struct Input<'a> {
     /// the plain room URL.
     pub key: Option<&'a [u8]>,
     pub window: Window,
+}
+
+/// Name of the credentials Secret of Meeting `meeting`.
+pub fn secret_name(meeting: &str) -> String {
+    labels::child_name(meeting, SUFFIX)
+}
+
+/// Metadata of the credentials Secret: its name, the Meeting's labels and its controller
+/// reference.
+pub fn meta(meeting: &str, namespace: &str, owner: OwnerReference) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(secret_name(meeting)),
+        namespace: Some(namespace.to_string()),
+        labels: Some(labels::labels(super::OWNER_KIND, meeting, Component::Credentials)),
+        owner_references: Some(vec![owner]),
+        ..ObjectMeta::default()
+    }
 }
 
 /// The Secret's keys: one per participant, then `guest` when guests may join.

@@ -11,7 +11,13 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::meeting::{MeetingSpec, Phase};
+use kube::ResourceExt;
+
+use crate::api::bridge::BridgeSpec;
+use crate::api::meeting::{Meeting, MeetingSpec, Phase};
+
+/// `conclave.dev/owner-kind` of every Meeting child.
+pub const OWNER_KIND: &str = "meeting";
 
 /// The room name: `spec.room`, or the Meeting's name.
 pub fn room(name: &str, spec: &MeetingSpec) -> String {
@@ -21,6 +27,21 @@ pub fn room(name: &str, spec: &MeetingSpec) -> String {
 /// The room's URL, without any token.
 pub fn room_url(domain: &str, room: &str) -> String {
     format!("https://{domain}/{room}")
+}
+
+/// The Meetings a Bridge hosts and can honour: in its namespace, naming it, and not weaker
+/// than its policy. These reserve capacity and set room limits.
+pub fn hosted_by<'a>(
+    meetings: impl IntoIterator<Item = &'a Meeting>,
+    namespace: &str,
+    bridge: &str,
+    spec: &BridgeSpec,
+) -> Vec<&'a Meeting> {
+    meetings
+        .into_iter()
+        .filter(|m| m.namespace().as_deref() == Some(namespace) && m.spec.bridge == bridge)
+        .filter(|m| validate::against_bridge(&m.spec, bridge, spec).is_ok())
+        .collect()
 }
 
 /// Occupancy limits by room for prosody: each Meeting (given as name and spec) that sets

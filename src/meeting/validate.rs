@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::api::bridge::BridgeSpec;
-use crate::api::meeting::MeetingSpec;
+use crate::api::meeting::{Meeting, MeetingSpec};
 
 /// Why a Meeting cannot be honoured: a condition reason and a message naming the field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +35,22 @@ pub struct Booking<'a> {
     pub created: Option<DateTime<Utc>>,
     pub room: String,
     pub spec: &'a MeetingSpec,
+}
+
+impl<'a> Booking<'a> {
+    pub fn of(meeting: &'a Meeting) -> Booking<'a> {
+        let name = meeting.metadata.name.as_deref().unwrap_or_default();
+        Booking {
+            name,
+            created: meeting
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0)),
+            room: super::room(name, &meeting.spec),
+            spec: &meeting.spec,
+        }
+    }
 }
 
 fn overlaps(a: &MeetingSpec, b: &MeetingSpec) -> bool {
