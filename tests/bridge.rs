@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::operator::Operator;
-use common::{cluster, condition, self_signed_tls, wait_condition};
+use common::{cluster, condition, create_tls_secret, label_bridge, wait_condition, wait_ready};
 use conclave::api::Bridge;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -45,12 +45,6 @@ async fn pinned_external_ip(nodes: &Api<k8s_openapi::api::core::v1::Node>, sts: 
         .address
 }
 
-fn ready(b: &Bridge) -> bool {
-    b.status
-        .as_ref()
-        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 #[tokio::test]
 async fn bridge_lifecycle() {
     let cp = cluster();
@@ -58,11 +52,7 @@ async fn bridge_lifecycle() {
     let ns = testenv::namespace(&client, "bridge").await;
     let operator = Operator::start(OPERATOR_USER, &ns);
 
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    secrets
-        .create(&PostParams::default(), &self_signed_tls("byo-tls", "meet.example.com"))
-        .await
-        .expect("tls secret");
+    create_tls_secret(&client, &ns, "byo-tls", "meet.example.com").await;
     let bridges: Api<Bridge> = Api::namespaced(client.clone(), &ns);
     let bridge: Bridge = serde_json::from_value(json!({
         "apiVersion": "conclave.dev/v1alpha1", "kind": "Bridge",
@@ -184,11 +174,7 @@ async fn bridge_lifecycle() {
     );
 
     // Readiness (kwok runs the pods) flows into status.
-    let b = wait_for("Bridge Ready", Duration::from_secs(120), || {
-        let bridges = bridges.clone();
-        async move { bridges.get("meet").await.ok().filter(ready) }
-    })
-    .await;
+    let b = wait_ready(&bridges, "meet").await;
     let status = b.status.expect("status");
     assert_eq!(status.url.as_deref(), Some("https://meet.example.com/"));
     let sfu = status.sfu.expect("sfu status");
@@ -205,14 +191,7 @@ async fn bridge_lifecycle() {
     // Converged: a change that alters no child (a label on the Bridge) is reconciled with zero writes.
     let before = operator.log_count(&["reconciled"]);
     let writes_before = operator.writes().len();
-    bridges
-        .patch(
-            "meet",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}})),
-        )
-        .await
-        .expect("label");
+    label_bridge(&bridges, "meet", "touched", "yes").await;
     wait_for("a reconcile after the label change", Duration::from_secs(30), || {
         let n = operator.log_count(&["reconciled"]);
         async move { (n > before).then_some(()) }
@@ -387,14 +366,7 @@ async fn own_ca_issues_and_renews_and_secrets_rotate() {
     // new key, from the same CA.
     let later = start + chrono::Duration::days(61);
     operator.set_now(later);
-    bridges
-        .patch(
-            "selfca",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"tick": "1"}}})),
-        )
-        .await
-        .expect("poke");
+    label_bridge(&bridges, "selfca", "tick", "1").await;
     let renewed = wait_for("a renewed certificate", Duration::from_secs(60), || {
         let secrets = secrets.clone();
         let old = serving.cert.clone();
@@ -451,14 +423,7 @@ async fn own_ca_issues_and_renews_and_secrets_rotate() {
     );
     // The same annotation again rotates nothing: the generated Secret is not written again.
     let version = rotated.metadata.resource_version.clone();
-    bridges
-        .patch(
-            "selfca",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"tick": "2"}}})),
-        )
-        .await
-        .expect("poke");
+    label_bridge(&bridges, "selfca", "tick", "2").await;
     let seen = operator.log_count(&["reconciled", "selfca"]);
     wait_for("a reconcile after the poke", Duration::from_secs(30), || {
         let n = operator.log_count(&["reconciled", "selfca"]);
@@ -496,11 +461,7 @@ async fn missing_tls_secret_is_reported_then_picked_up() {
         }
     })
     .await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    secrets
-        .create(&PostParams::default(), &self_signed_tls("byo-tls", "late.example.com"))
-        .await
-        .expect("tls secret");
+    create_tls_secret(&client, &ns, "byo-tls", "late.example.com").await;
     wait_condition(&bridges, "late", "CertificateReady", "True", "Valid").await;
 
     // A second Bridge asking for the same NodePort: a condition naming the clash, not a loop.
@@ -526,11 +487,7 @@ async fn host_port_and_load_balancer_exposure() {
     let client = cp.client().await;
     let ns = testenv::namespace(&client, "exposure").await;
     let _operator = Operator::start("conclave-exposure-test", &ns);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    secrets
-        .create(&PostParams::default(), &self_signed_tls("byo-tls", "meet.example.com"))
-        .await
-        .expect("tls secret");
+    create_tls_secret(&client, &ns, "byo-tls", "meet.example.com").await;
     let bridges: Api<Bridge> = Api::namespaced(client.clone(), &ns);
     let manifest = |name: &str, exposure: &str, port: i32, turn: serde_json::Value| -> Bridge {
         serde_json::from_value(json!({
@@ -604,11 +561,7 @@ async fn host_port_and_load_balancer_exposure() {
         Some(true),
         "TURN with HostPort runs on the host network"
     );
-    wait_for("HostPort Bridge Ready", Duration::from_secs(120), || {
-        let bridges = bridges.clone();
-        async move { bridges.get("hp").await.ok().filter(ready).map(|_| ()) }
-    })
-    .await;
+    wait_ready(&bridges, "hp").await;
 
     // LoadBalancer: no address yet, so nothing is advertised and the Bridge says why.
     let b = wait_condition(&bridges, "lb", "SFUReady", "False", "AwaitingAddress").await;
@@ -641,11 +594,7 @@ async fn host_port_and_load_balancer_exposure() {
         })
         .await;
     }
-    let b = wait_for("LoadBalancer Bridge Ready", Duration::from_secs(120), || {
-        let bridges = bridges.clone();
-        async move { bridges.get("lb").await.ok().filter(ready) }
-    })
-    .await;
+    let b = wait_ready(&bridges, "lb").await;
     assert_eq!(
         b.status.and_then(|s| s.sfu).map(|s| s.endpoints),
         Some(vec!["198.51.100.7:12000".to_string(), "198.51.100.8:12001".to_string()])

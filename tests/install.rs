@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::operator::Operator;
-use common::{cluster, kubectl, kubectl_ok, repo, self_signed_tls};
+use common::{cluster, create_tls_secret, kubectl, kubectl_ok, repo};
 use conclave::api::{Bridge, Meeting};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Namespace, Secret, Service, ServiceAccount};
@@ -811,11 +811,7 @@ async fn operator_reconciles_as_its_service_account() {
         None,
     );
 
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    secrets
-        .create(&PostParams::default(), &self_signed_tls("byo-tls", "meet.example.com"))
-        .await
-        .expect("tls secret");
+    create_tls_secret(&client, &ns, "byo-tls", "meet.example.com").await;
     let bridges: Api<Bridge> = Api::namespaced(client.clone(), &ns);
     let bridge: Bridge = serde_json::from_value(json!({
         "apiVersion": "conclave.dev/v1alpha1", "kind": "Bridge",
@@ -876,6 +872,7 @@ async fn operator_reconciles_as_its_service_account() {
         },
     )
     .await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     assert!(secrets.get_opt("standup-credentials").await.expect("get").is_some());
 
     // The work was done by the ServiceAccount (not some other identity), and the API server

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::operator::Operator;
-use common::{cluster, self_signed_tls};
+use common::{cluster, create_tls_secret, label_bridge, wait_ready};
 use conclave::api::{Bridge, Meeting};
 use conclave::meeting::token;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -21,11 +21,7 @@ use testenv::wait_for;
 
 /// A Ready Bridge `meet` in `ns` (TURN off, SFU pool 1..=max with `per` participants each).
 async fn ready_bridge(client: &kube::Client, ns: &str, port: i32, max: i32, per: i32) -> Api<Bridge> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    secrets
-        .create(&PostParams::default(), &self_signed_tls("byo-tls", "meet.example.com"))
-        .await
-        .expect("tls secret");
+    create_tls_secret(client, ns, "byo-tls", "meet.example.com").await;
     let bridges: Api<Bridge> = Api::namespaced(client.clone(), ns);
     let bridge: Bridge = serde_json::from_value(json!({
         "apiVersion": "conclave.dev/v1alpha1", "kind": "Bridge",
@@ -36,19 +32,7 @@ async fn ready_bridge(client: &kube::Client, ns: &str, port: i32, max: i32, per:
     }))
     .expect("bridge");
     bridges.create(&PostParams::default(), &bridge).await.expect("bridge");
-    wait_for("Bridge Ready", Duration::from_secs(120), || {
-        let bridges = bridges.clone();
-        async move {
-            let b = bridges.get("meet").await.ok()?;
-            b.status
-                .as_ref()?
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-                .then_some(())
-        }
-    })
-    .await;
+    wait_ready(&bridges, "meet").await;
     bridges
 }
 
@@ -95,14 +79,7 @@ async fn app_secret(secrets: &Api<Secret>) -> Vec<u8> {
 /// so the new time is looked at now rather than at the requeue computed from the old time.
 async fn advance(operator: &Operator, bridges: &Api<Bridge>, to: DateTime<Utc>) {
     operator.set_now(to);
-    bridges
-        .patch(
-            "meet",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"tick": to.timestamp().to_string()}}})),
-        )
-        .await
-        .expect("poke");
+    label_bridge(bridges, "meet", "tick", &to.timestamp().to_string()).await;
 }
 
 async fn sfu_replicas(statefulsets: &Api<StatefulSet>) -> usize {
@@ -418,18 +395,22 @@ async fn two_hundred_meetings_converge_to_zero_writes() {
         }
     })
     .await;
-    // Let every reconcile the creations caused finish: the count of reconciles stops moving
-    // only when the queue is empty, which the Bridge label change below then refills.
+    // Converged means every Meeting has had a reconcile that wrote nothing. Reconciles of one
+    // object never overlap, so every write of an earlier one (status, Secret, Event) is done.
+    wait_for(
+        "every Meeting to reconcile without writing",
+        Duration::from_secs(120),
+        || {
+            let quiet = (0..200)
+                .filter(|i| operator.log_count(&["reconciled", &format!("/m{i:03}}}"), "status_written=false"]) > 0)
+                .count();
+            async move { (quiet == 200).then_some(()) }
+        },
+    )
+    .await;
     let writes_before = operator.writes().len();
     let reconciles = operator.log_count(&["reconciled", "meeting="]);
-    bridges
-        .patch(
-            "meet",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}})),
-        )
-        .await
-        .expect("label");
+    label_bridge(&bridges, "meet", "touched", "yes").await;
     wait_for("every Meeting reconciled again", Duration::from_secs(120), || {
         let n = operator.log_count(&["reconciled", "meeting="]);
         async move { (n >= reconciles + 200).then_some(()) }

@@ -13,11 +13,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::operator::{Operator, http_get};
-use common::{cluster, self_signed_tls};
+use common::{cluster, create_tls_secret, label_bridge};
 use conclave::api::Bridge;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use testenv::wait_for;
@@ -149,10 +148,7 @@ async fn health_and_metrics() {
     assert_eq!(http_get(port, "/healthz").expect("healthz").0, 200);
     assert_eq!(http_get(port, "/nothing-here").expect("404").0, 404);
 
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &self_signed_tls("byo-tls", "meet.example.com"))
-        .await
-        .expect("tls secret");
+    create_tls_secret(&client, &ns, "byo-tls", "meet.example.com").await;
     let bridges: Api<Bridge> = Api::namespaced(client.clone(), &ns);
     bridges
         .create(
@@ -389,14 +385,7 @@ async fn leader_election() {
     })
     .await;
     let seen = c.log().len();
-    bridges
-        .patch(
-            "meet",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}})),
-        )
-        .await
-        .expect("label");
+    label_bridge(&bridges, "meet", "touched", "yes").await;
     let after = wait_for("op-c to reconcile the label change", Duration::from_secs(30), || {
         let lines: Vec<String> = c.log()[seen..]
             .iter()

@@ -113,16 +113,53 @@ pub async fn wait_condition(
     reason: &str,
 ) -> conclave::api::Bridge {
     let want = (status.to_string(), reason.to_string());
-    testenv::wait_for(
-        &format!("Bridge {name} {type_}={status} ({reason})"),
-        Duration::from_secs(60),
-        || {
-            let want = want.clone();
-            async move {
-                let b = bridges.get(name).await.ok()?;
-                (condition(&b, type_)? == want).then_some(b)
-            }
-        },
-    )
+    let what = format!("Bridge {name} {type_}={status} ({reason})");
+    wait_bridge(bridges, name, &what, Duration::from_secs(60), |b| {
+        condition(b, type_).as_ref() == Some(&want)
+    })
     .await
+}
+
+/// Waits until Bridge `name` is Ready (kwok runs its pods; allow for a busy machine).
+pub async fn wait_ready(bridges: &kube::Api<conclave::api::Bridge>, name: &str) -> conclave::api::Bridge {
+    let what = format!("Bridge {name} Ready");
+    wait_bridge(bridges, name, &what, Duration::from_secs(120), |b| {
+        condition(b, "Ready").is_some_and(|(status, _)| status == "True")
+    })
+    .await
+}
+
+async fn wait_bridge(
+    bridges: &kube::Api<conclave::api::Bridge>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&conclave::api::Bridge) -> bool,
+) -> conclave::api::Bridge {
+    testenv::wait_for(what, timeout, || async {
+        let b = bridges.get(name).await.ok()?;
+        done(&b).then_some(b)
+    })
+    .await
+}
+
+/// Sets a label on Bridge `name`: a change that alters no child, to make the operator
+/// reconcile it (and, through it, its Meetings) now.
+pub async fn label_bridge(bridges: &kube::Api<conclave::api::Bridge>, name: &str, key: &str, value: &str) {
+    bridges
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"metadata": {"labels": {key: value}}})),
+        )
+        .await
+        .expect("label the Bridge");
+}
+
+/// Creates the user-provided TLS Secret `name` for `domain` in `namespace`.
+pub async fn create_tls_secret(client: &kube::Client, namespace: &str, name: &str, domain: &str) {
+    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace)
+        .create(&kube::api::PostParams::default(), &self_signed_tls(name, domain))
+        .await
+        .expect("create the TLS Secret");
 }
