@@ -40,13 +40,6 @@ pub async fn reconcile(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Action
         started.elapsed(),
         result.as_ref().map(|_| ()).map_err(Error::reason),
     );
-    let mut phases = std::collections::BTreeMap::new();
-    for m in cx.meetings.state() {
-        if let Some(p) = m.status.as_ref().and_then(|s| s.phase) {
-            *phases.entry(format!("{p:?}")).or_insert(0) += 1;
-        }
-    }
-    cx.metrics.set_meetings_by_phase(&phases);
     result
 }
 

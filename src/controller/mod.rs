@@ -5,7 +5,7 @@ pub mod conditions;
 pub mod leader;
 pub mod meeting;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -380,6 +380,50 @@ fn child_cache(
     (store, stream)
 }
 
+/// Meetings by phase for the metrics, kept up to date from the Meeting watch one event at a
+/// time, so no reconcile has to count every Meeting.
+#[derive(Default)]
+struct PhaseCounts {
+    phase_of: BTreeMap<(String, String), String>,
+    counts: BTreeMap<String, i64>,
+}
+
+impl PhaseCounts {
+    fn key(m: &Meeting) -> (String, String) {
+        (m.namespace().unwrap_or_default(), m.name_any())
+    }
+
+    fn phase(m: &Meeting) -> Option<String> {
+        m.status.as_ref()?.phase.map(|p| format!("{p:?}"))
+    }
+
+    fn set(&mut self, m: &Meeting) {
+        let old = match Self::phase(m) {
+            Some(p) => {
+                *self.counts.entry(p.clone()).or_default() += 1;
+                self.phase_of.insert(Self::key(m), p)
+            }
+            None => self.phase_of.remove(&Self::key(m)),
+        };
+        if let Some(old) = old {
+            *self.counts.entry(old).or_default() -= 1;
+        }
+    }
+
+    fn remove(&mut self, m: &Meeting) {
+        if let Some(old) = self.phase_of.remove(&Self::key(m)) {
+            *self.counts.entry(old).or_default() -= 1;
+        }
+    }
+
+    /// After a (re)list the cache is the truth; deletions missed while disconnected vanish.
+    fn rebuild(&mut self, meetings: &[Arc<Meeting>]) {
+        self.phase_of.clear();
+        self.counts.values_mut().for_each(|n| *n = 0);
+        meetings.iter().for_each(|m| self.set(m));
+    }
+}
+
 /// Readiness: true once every cache has completed its first list. Observed on the event
 /// streams themselves rather than with `Store::wait_until_ready`, whose one-shot wakeup serves
 /// a single waiter, and the controllers already wait on their stores.
@@ -467,11 +511,23 @@ async fn lead(
         });
     let mut bridge_ctrl = Controller::for_stream(stream.applied_objects(), bridge_store.clone());
     let (meeting_store, writer) = reflector::store();
-    let stream = synced.track(
-        watcher(meetings.clone(), watcher::Config::default())
-            .default_backoff()
-            .reflect(writer),
-    );
+    let mut phases = PhaseCounts::default();
+    let (counted, phase_metrics) = (meeting_store.clone(), metrics.clone());
+    let stream = synced
+        .track(
+            watcher(meetings.clone(), watcher::Config::default())
+                .default_backoff()
+                .reflect(writer),
+        )
+        .inspect(move |event| {
+            match event {
+                Ok(watcher::Event::Apply(m) | watcher::Event::InitApply(m)) => phases.set(m),
+                Ok(watcher::Event::Delete(m)) => phases.remove(m),
+                Ok(watcher::Event::InitDone) => phases.rebuild(&counted.state()),
+                _ => return,
+            }
+            phase_metrics.set_meetings_by_phase(&phases.counts);
+        });
     let mut meeting_ctrl = Controller::for_stream(stream.applied_objects(), meeting_store.clone());
 
     let mut stores = Vec::new();
@@ -594,5 +650,45 @@ async fn serves(client: &Client, api_version: &str, kind: &str) -> bool {
     match client.list_api_group_resources(api_version).await {
         Ok(list) => list.resources.iter().any(|r| r.kind == kind),
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meeting(name: &str, phase: Option<&str>) -> Meeting {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "conclave.dev/v1alpha1", "kind": "Meeting",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"bridge": "meet"},
+            "status": phase.map(|p| serde_json::json!({"phase": p})),
+        }))
+        .expect("meeting")
+    }
+
+    #[test]
+    fn phase_counts_follow_events_and_relists() {
+        let mut c = PhaseCounts::default();
+        c.set(&meeting("a", Some("Scheduled")));
+        c.set(&meeting("b", Some("Scheduled")));
+        c.set(&meeting("a", Some("Open")));
+        c.set(&meeting("a", Some("Open")));
+        c.set(&meeting("c", None));
+        assert_eq!(
+            c.counts,
+            BTreeMap::from([("Open".to_string(), 1), ("Scheduled".to_string(), 1)])
+        );
+        c.remove(&meeting("b", Some("Scheduled")));
+        assert_eq!(c.counts["Scheduled"], 0);
+        c.rebuild(&[Arc::new(meeting("d", Some("Ended")))]);
+        assert_eq!(
+            c.counts,
+            BTreeMap::from([
+                ("Ended".to_string(), 1),
+                ("Open".to_string(), 0),
+                ("Scheduled".to_string(), 0)
+            ])
+        );
     }
 }
