@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::operator::Operator;
+use common::operator::{Operator, http_get};
 use common::{cluster, create_tls_secret, label_bridge, wait_ready};
 use conclave::api::{Bridge, Meeting};
 use conclave::meeting::token;
@@ -405,6 +405,19 @@ async fn two_hundred_meetings_converge_to_zero_writes() {
                 .filter(|i| operator.log_count(&["reconciled", &format!("/m{i:03}}}"), "status_written=false"]) > 0)
                 .count();
             async move { (quiet == 200).then_some(()) }
+        },
+    )
+    .await;
+    // The metrics count them by phase.
+    let port = operator.http_port().await;
+    wait_for(
+        "200 Scheduled Meetings in /metrics",
+        Duration::from_secs(30),
+        || async {
+            let (_, body) = http_get(port, "/metrics").ok()?;
+            body.lines()
+                .any(|l| l == "conclave_meetings{phase=\"Scheduled\"} 200")
+                .then_some(())
         },
     )
     .await;
