@@ -98,6 +98,12 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
     })
 }
 
+/// A short, stable hash of some content (64-bit FNV-1a, 16 hex digits). Not cryptographic:
+/// it only has to change when the content does, identically on every operator replica.
+pub fn content_hash(content: &str) -> String {
+    format!("{:016x}", stable_hash(content.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +131,12 @@ mod tests {
             assert_eq!(l.get(&k), Some(&v));
         }
         assert_eq!(l.get(MANAGED_BY_KEY).map(String::as_str), Some("conclave"));
+    }
+
+    #[test]
+    fn hash_is_stable_and_sensitive() {
+        assert_eq!(content_hash(""), "cbf29ce484222325");
+        assert_eq!(content_hash("a"), "af63dc4c8601ec8c");
+        assert_ne!(content_hash("x=1"), content_hash("x=2"));
     }
 }

@@ -8,13 +8,12 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
-use kube::runtime::reflector::store::Writer;
 use serde::Deserialize;
 
 use crate::api::{Bridge, Meeting};
 use crate::bridge::context::Ctx;
-use crate::bridge::{build, ca, certificate, secrets};
-use crate::controller::bridge::plan_sfu;
+use crate::bridge::{ca, certificate, placement, secrets};
+use crate::engine;
 use crate::labels::Component;
 use crate::meeting::{capacity, credentials};
 
@@ -116,9 +115,7 @@ fn render_bridge(
         None => bridge.spec.sfu.replicas,
     };
     // Offline there are no nodes and no load balancers: addresses come only from the spec.
-    let nodes = Writer::default().as_reader();
-    let services = Writer::new(crate::controller::Kind::Service.resource()).as_reader();
-    let sfu = plan_sfu(bridge, replicas, &nodes, &services, &ns, &name);
+    let sfu = placement::plan(&bridge.spec, &name, replicas, [], |_| None);
     let mut ctx = Ctx::new(&name, &ns, owner::<Bridge>(&name), &bridge.spec, sfu);
     ctx.room_limits = crate::meeting::room_limits(
         hosted
@@ -152,7 +149,7 @@ fn render_bridge(
             "issued and renewed in the cluster by the Conclave CA",
         ));
     }
-    for child in build::desired(&ctx).map_err(|e| RenderError::Build(name.clone(), e.to_string()))? {
+    for child in engine::desired(&ctx).map_err(|e| RenderError::Build(name.clone(), e.to_string()))? {
         out.push(serde_json::to_value(&child.object).map_err(|e| RenderError::Yaml(e.to_string()))?);
     }
     Ok(out)

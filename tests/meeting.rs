@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use common::operator::{Operator, http_get};
 use common::{cluster, create_tls_secret, label_bridge, wait_ready};
 use conclave::api::{Bridge, Meeting};
-use conclave::meeting::token;
+use conclave::engine::jitsi::token;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};

@@ -1,4 +1,4 @@
-//! The prosody module Conclave ships (`src/bridge/mod_conclave_room_limits.lua`) run by a real
+//! The prosody module Conclave ships (`src/engine/jitsi/mod_conclave_room_limits.lua`) run by a real
 //! Lua 5.4 (prosody's language) against stand-ins for the three prosody APIs it touches
 //! (`module:hook`, `module:get_option_string`, `util.jid`). What this proves is the module's own
 //! logic: which rooms get which `_data.max_occupants` from which file. That Jitsi's
@@ -60,7 +60,7 @@ fn run(module: &Path, limits: Option<&Path>) -> String {
 }
 
 fn module() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bridge/mod_conclave_room_limits.lua")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/engine/jitsi/mod_conclave_room_limits.lua")
 }
 
 #[test]
@@ -68,7 +68,7 @@ fn rooms_get_the_limit_of_their_line_and_nothing_else() {
     let dir = tempfile::tempdir().expect("tempdir");
     let limits = dir.path().join("limits");
     // What the operator renders, plus lines it never writes, which must be ignored.
-    let rendered = conclave::bridge::rooms::limits_file(&std::collections::BTreeMap::from([
+    let rendered = conclave::engine::jitsi::rooms::limits_file(&std::collections::BTreeMap::from([
         ("all-hands".to_string(), 300),
         ("standup".to_string(), 25),
     ]));

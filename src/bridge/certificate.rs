@@ -51,7 +51,7 @@ pub fn build(ctx: &Ctx) -> Result<Vec<Child>, serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bridge::build::fixtures::sample_ctx;
+    use crate::bridge::objects::fixtures::sample_ctx;
 
     #[test]
     fn certificate() {

@@ -52,6 +52,17 @@ pub struct SfuReplica {
     pub advertise: Vec<String>,
 }
 
+impl SfuReplica {
+    /// The media endpoint (`address:port`) the replica advertises, for status.
+    pub fn endpoint(&self) -> String {
+        match self.advertise.first() {
+            Some(a) if a.contains('#') => a.replace('#', ":"),
+            Some(a) => format!("{a}:{}", self.port),
+            None => format!("<pending>:{}", self.port),
+        }
+    }
+}
+
 impl Ctx {
     /// The inputs for a Bridge, before its secrets and certificate are known: the one place
     /// the reconciler and `conclave render` both build them.

@@ -23,15 +23,15 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::build::{
-    CONFIG_HASH_ANNOTATION, bounded, container_port, content_hash, deployment, empty_dir, external_service, invalid,
-    mount, pod_spec, requests, secret_env, service_port, tcp_probe, template,
-};
 use super::context::{Ctx, restricted_container, restricted_pod};
+use super::objects::{
+    CONFIG_HASH_ANNOTATION, bounded, container_port, deployment, empty_dir, external_service, invalid, mount, pod_spec,
+    requests, secret_env, service_port, tcp_probe, template,
+};
 use super::secrets;
 use crate::api::Exposure;
 use crate::child::Child;
-use crate::labels::Component;
+use crate::labels::{Component, content_hash};
 use crate::turn::{self, ServerConfig};
 
 /// Key of the rendered config in the ConfigMap.
@@ -234,10 +234,27 @@ fn service(ctx: &Ctx) -> Option<Service> {
     )
 }
 
+/// The TURN URIs clients get: the same hosts and ports the engine hands out.
+pub fn uris(ctx: &Ctx) -> Vec<String> {
+    let t = &ctx.spec.turn;
+    if !t.enabled {
+        return Vec::new();
+    }
+    let mut v = Vec::new();
+    for host in &ctx.turn_hosts {
+        v.push(format!("turn:{host}:{}?transport=udp", t.port));
+        v.push(format!("turn:{host}:{}?transport=tcp", t.port));
+        if ctx.tls_secret.is_some() {
+            v.push(format!("turns:{host}:{}?transport=tcp", t.tls_port));
+        }
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bridge::build::fixtures::sample_ctx;
+    use crate::bridge::objects::fixtures::sample_ctx;
 
     #[test]
     fn objects_per_exposure() {

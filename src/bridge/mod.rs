@@ -1,14 +1,14 @@
-//! The Bridge reconciler's pure parts: inputs, generated secrets, and one builder per child kind.
+//! What every Bridge has, whatever its engine: its inputs ([`context`]), the generated secrets,
+//! Conclave's CA and the certificate, TURN, the SFU pool's shape and placement, the base network
+//! policies, and the Kubernetes object helpers all builders share ([`objects`]). Pure: engines
+//! build on these; nothing here knows an engine.
 
-pub mod build;
 pub mod ca;
 pub mod certificate;
 pub mod context;
 pub mod coturn;
-pub mod jicofo;
 pub mod network_policy;
-pub mod prosody;
-pub mod rooms;
+pub mod objects;
+pub mod placement;
 pub mod secrets;
 pub mod sfu;
-pub mod web;

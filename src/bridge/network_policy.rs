@@ -1,6 +1,7 @@
 //! NetworkPolicies: deny everything to and from the Bridge's pods, then allow exactly the flows
-//! the components need. Policies are additive, so each allow policy below opens one
-//! component's flows and nothing else.
+//! the components need. Policies are additive, so each allow policy opens one component's flows
+//! and nothing else. This module holds the policies every engine shares (default deny, DNS,
+//! TURN) and the helpers engines write their own flows with.
 //!
 //! TURN egress mirrors `deniedPeerCIDRs`/`allowedPeerCIDRs` at the network level, a second
 //! fence behind coturn's own peer check. IPv4-mapped IPv6 entries (`::ffff:0:0/96`) are left
@@ -15,23 +16,17 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::build::invalid;
 use super::context::Ctx;
-use super::{prosody, sfu, web};
+use super::objects::invalid;
 use crate::child::Child;
 use crate::labels::{self, Component};
 use crate::turn;
 
-/// The default-deny policy, DNS for everyone, and one allow policy per component.
-pub fn build(ctx: &Ctx) -> Result<Vec<Child>, serde_json::Error> {
-    let mut out = vec![
-        default_deny(ctx),
-        dns(ctx),
-        web_policy(ctx),
-        prosody_policy(ctx),
-        jicofo_policy(ctx),
-        sfu_policy(ctx),
-    ];
+/// The default-deny policy, DNS for everyone, the engine's allow policies (one per component),
+/// and TURN's.
+pub fn build(ctx: &Ctx, engine: Vec<NetworkPolicy>) -> Result<Vec<Child>, serde_json::Error> {
+    let mut out = vec![default_deny(ctx), dns(ctx)];
+    out.extend(engine);
     if ctx.spec.turn.enabled {
         out.push(turn_policy(ctx)?);
     }
@@ -48,21 +43,21 @@ fn all_pods(ctx: &Ctx) -> LabelSelector {
     }
 }
 
-fn pods(ctx: &Ctx, c: Component) -> LabelSelector {
+pub(crate) fn pods(ctx: &Ctx, c: Component) -> LabelSelector {
     LabelSelector {
         match_labels: Some(ctx.selector(c)),
         ..LabelSelector::default()
     }
 }
 
-fn from_pods(ctx: &Ctx, c: Component) -> NetworkPolicyPeer {
+pub(crate) fn from_pods(ctx: &Ctx, c: Component) -> NetworkPolicyPeer {
     NetworkPolicyPeer {
         pod_selector: Some(pods(ctx, c)),
         ..NetworkPolicyPeer::default()
     }
 }
 
-fn port(p: i32, protocol: &str) -> NetworkPolicyPort {
+pub(crate) fn port(p: i32, protocol: &str) -> NetworkPolicyPort {
     NetworkPolicyPort {
         port: Some(IntOrString::Int(p)),
         protocol: Some(protocol.into()),
@@ -70,7 +65,7 @@ fn port(p: i32, protocol: &str) -> NetworkPolicyPort {
     }
 }
 
-fn ip(cidr: &str, except: Vec<String>) -> NetworkPolicyPeer {
+pub(crate) fn ip(cidr: &str, except: Vec<String>) -> NetworkPolicyPeer {
     NetworkPolicyPeer {
         ip_block: Some(IPBlock {
             cidr: cidr.into(),
@@ -81,11 +76,11 @@ fn ip(cidr: &str, except: Vec<String>) -> NetworkPolicyPeer {
 }
 
 /// Anywhere, both families.
-fn anywhere() -> Vec<NetworkPolicyPeer> {
+pub(crate) fn anywhere() -> Vec<NetworkPolicyPeer> {
     vec![ip("0.0.0.0/0", Vec::new()), ip("::/0", Vec::new())]
 }
 
-fn policy(
+pub(crate) fn policy(
     ctx: &Ctx,
     suffix: &str,
     selector: LabelSelector,
@@ -103,14 +98,17 @@ fn policy(
     }
 }
 
-fn ingress(from: Option<Vec<NetworkPolicyPeer>>, ports: Vec<NetworkPolicyPort>) -> NetworkPolicyIngressRule {
+pub(crate) fn ingress(from: Option<Vec<NetworkPolicyPeer>>, ports: Vec<NetworkPolicyPort>) -> NetworkPolicyIngressRule {
     NetworkPolicyIngressRule {
         from,
         ports: Some(ports),
     }
 }
 
-fn egress(to: Option<Vec<NetworkPolicyPeer>>, ports: Option<Vec<NetworkPolicyPort>>) -> NetworkPolicyEgressRule {
+pub(crate) fn egress(
+    to: Option<Vec<NetworkPolicyPeer>>,
+    ports: Option<Vec<NetworkPolicyPort>>,
+) -> NetworkPolicyEgressRule {
     NetworkPolicyEgressRule { to, ports }
 }
 
@@ -127,93 +125,6 @@ fn dns(ctx: &Ctx) -> NetworkPolicy {
         all_pods(ctx),
         Vec::new(),
         vec![egress(None, Some(vec![port(53, "UDP"), port(53, "TCP")]))],
-    )
-}
-
-/// Web: HTTP from anywhere (Ingress controllers live in other namespaces); BOSH/websocket to prosody.
-fn web_policy(ctx: &Ctx) -> NetworkPolicy {
-    policy(
-        ctx,
-        "allow-web",
-        pods(ctx, Component::Web),
-        vec![ingress(None, vec![port(web::HTTP_PORT, "TCP")])],
-        vec![egress(
-            Some(vec![from_pods(ctx, Component::Prosody)]),
-            Some(vec![port(prosody::HTTP_PORT, "TCP")]),
-        )],
-    )
-}
-
-/// Prosody: c2s from jicofo and the bridges, HTTP from the web pods. No egress.
-fn prosody_policy(ctx: &Ctx) -> NetworkPolicy {
-    policy(
-        ctx,
-        "allow-prosody",
-        pods(ctx, Component::Prosody),
-        vec![
-            ingress(
-                Some(vec![from_pods(ctx, Component::Jicofo), from_pods(ctx, Component::Sfu)]),
-                vec![port(prosody::XMPP_PORT, "TCP")],
-            ),
-            ingress(
-                Some(vec![from_pods(ctx, Component::Web)]),
-                vec![port(prosody::HTTP_PORT, "TCP")],
-            ),
-        ],
-        Vec::new(),
-    )
-}
-
-/// Jicofo: to prosody (c2s) and to the bridges' HTTP API. Its REST port is only probed by the
-/// kubelet, which policies do not restrict.
-fn jicofo_policy(ctx: &Ctx) -> NetworkPolicy {
-    policy(
-        ctx,
-        "allow-jicofo",
-        pods(ctx, Component::Jicofo),
-        Vec::new(),
-        vec![
-            egress(
-                Some(vec![from_pods(ctx, Component::Prosody)]),
-                Some(vec![port(prosody::XMPP_PORT, "TCP")]),
-            ),
-            egress(
-                Some(vec![from_pods(ctx, Component::Sfu)]),
-                Some(vec![port(sfu::HTTP_PORT, "TCP")]),
-            ),
-        ],
-    )
-}
-
-/// Bridges: media in on their own UDP ports from anywhere, HTTP API from jicofo; out to prosody
-/// and UDP to anywhere (ICE checks and media towards clients and TURN relays).
-fn sfu_policy(ctx: &Ctx) -> NetworkPolicy {
-    let mut ingress_rules = vec![ingress(
-        Some(vec![from_pods(ctx, Component::Jicofo)]),
-        vec![port(sfu::HTTP_PORT, "TCP")],
-    )];
-    let media: Vec<NetworkPolicyPort> = ctx.sfu.iter().map(|r| port(r.port, "UDP")).collect();
-    if !media.is_empty() {
-        ingress_rules.push(ingress(None, media));
-    }
-    policy(
-        ctx,
-        "allow-sfu",
-        pods(ctx, Component::Sfu),
-        ingress_rules,
-        vec![
-            egress(
-                Some(vec![from_pods(ctx, Component::Prosody)]),
-                Some(vec![port(prosody::XMPP_PORT, "TCP")]),
-            ),
-            egress(
-                Some(anywhere()),
-                Some(vec![NetworkPolicyPort {
-                    protocol: Some("UDP".into()),
-                    ..NetworkPolicyPort::default()
-                }]),
-            ),
-        ],
     )
 }
 
@@ -278,18 +189,13 @@ fn is_v4_mapped(n: &IpNet) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bridge::build::fixtures::sample_ctx;
+    use crate::bridge::objects::fixtures::sample_ctx;
+    use crate::engine::jitsi;
 
     fn by_name(ctx: &Ctx, name: &str) -> NetworkPolicy {
-        let all = [
-            default_deny(ctx),
-            dns(ctx),
-            web_policy(ctx),
-            prosody_policy(ctx),
-            jicofo_policy(ctx),
-            sfu_policy(ctx),
-        ];
+        let all = [default_deny(ctx), dns(ctx)];
         all.into_iter()
+            .chain(jitsi::network_policy::build(ctx))
             .chain(turn_policy(ctx).ok())
             .find(|p| p.metadata.name.as_deref() == Some(name))
             .expect(name)
@@ -318,39 +224,6 @@ mod tests {
                 .map(String::as_str),
             Some("network")
         );
-    }
-
-    #[test]
-    fn prosody_accepts_only_its_clients() {
-        let ctx = sample_ctx();
-        let rules = by_name(&ctx, "meet-allow-prosody")
-            .spec
-            .and_then(|s| s.ingress)
-            .expect("ingress");
-        assert_eq!(rules.len(), 2);
-        assert_eq!(rules[0].from.as_ref().map(Vec::len), Some(2));
-        assert_eq!(
-            rules[1].ports.as_ref().expect("ports")[0].port,
-            Some(IntOrString::Int(5280))
-        );
-    }
-
-    #[test]
-    fn sfu_media_ports() {
-        let ctx = sample_ctx();
-        let rules = by_name(&ctx, "meet-allow-sfu")
-            .spec
-            .and_then(|s| s.ingress)
-            .expect("ingress");
-        let media = rules.iter().find(|r| r.from.is_none()).expect("media rule");
-        let ports: Vec<_> = media
-            .ports
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|p| p.port)
-            .collect();
-        assert_eq!(ports, [Some(IntOrString::Int(31000)), Some(IntOrString::Int(31001))]);
     }
 
     #[test]
@@ -387,6 +260,11 @@ mod tests {
     fn no_turn_policy_without_turn() {
         let mut ctx = sample_ctx();
         ctx.spec.turn.enabled = false;
-        assert!(build(&ctx).expect("builds").iter().all(|c| !c.name().contains("turn")));
+        assert!(
+            build(&ctx, Vec::new())
+                .expect("builds")
+                .iter()
+                .all(|c| !c.name().contains("turn"))
+        );
     }
 }

@@ -7,28 +7,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use chrono::{DateTime, Utc};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tracing::Instrument;
 
-use super::conditions::{condition as cond, keep_transition_times};
-use super::{Context, Error};
+use super::{Context, Error, status, tls};
 use crate::api::Exposure;
 use crate::api::bridge::{Bridge, BridgeStatus, SfuStatus};
 pub use crate::bridge::context::OWNER_KIND;
 use crate::bridge::context::{Ctx, SfuReplica};
-use crate::bridge::{build, ca, certificate, secrets};
-use crate::labels::{self, FIELD_MANAGER};
+use crate::bridge::{coturn, placement, secrets, sfu as pool};
+use crate::conditions::{Reason, Type, condition as cond};
+use crate::labels;
 use crate::meeting::{self, capacity};
-use crate::{apply, clock, turn};
+use crate::{apply, clock, engine, turn};
 
 /// One reconcile of one Bridge.
 pub async fn reconcile(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Action, Error> {
@@ -38,7 +36,7 @@ pub async fn reconcile(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Action, 
     cx.metrics.reconcile_done(
         "Bridge",
         started.elapsed(),
-        result.as_ref().map(|_| ()).map_err(Error::reason),
+        result.as_ref().map(|_| ()).map_err(|e| e.reason().as_str()),
     );
     result
 }
@@ -59,16 +57,15 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
         .and(turn::parse_cidrs(&bridge.spec.turn.allowed_peer_cidrs))
     {
         conditions.push(cond(
-            "Ready",
+            Type::Ready,
             false,
-            "InvalidSpec",
+            Reason::InvalidSpec,
             &format!("spec.turn: {bad:?} is not a CIDR"),
             generation,
         ));
         patch_status(
             &cx,
             &bridge,
-            &ns,
             BridgeStatus {
                 conditions,
                 ..current_status(&bridge)
@@ -83,13 +80,14 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     let all_meetings = cx.meetings.state();
     let hosted = meeting::hosted_by(all_meetings.iter().map(|m| &**m), &ns, &name, &bridge.spec);
     let reservation = capacity::plan(&bridge.spec.sfu, hosted.iter().map(|m| &m.spec), now);
-    let sfu = plan_sfu(
-        &bridge,
-        reservation.replicas,
-        &cx.nodes,
-        &cx.store(super::Kind::Service),
-        &ns,
+    let nodes = cx.nodes.state();
+    let services = cx.store(super::Kind::Service);
+    let sfu = placement::plan(
+        &bridge.spec,
         &name,
+        reservation.replicas,
+        nodes.iter().map(|n| &**n),
+        |svc| lb_address(&services, &ns, svc),
     );
     let owner = bridge
         .controller_owner_ref(&())
@@ -102,10 +100,10 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
         Some(now),
     );
     ctx.secrets_revision = ensure_generated_secret(&cx, &bridge, &ctx).await?;
-    let tls = tls_state(&cx, &bridge, &ctx).await?;
+    let tls = tls::tls_state(&cx, &bridge, &ctx).await?;
     ctx.tls_secret = tls.secret.clone();
     conditions.push(tls.condition.clone());
-    let desired = build::desired(&ctx).map_err(|e| Error::Build(e.to_string()))?;
+    let desired = engine::desired(&ctx).map_err(|e| Error::Build(e.to_string()))?;
     let sfu = &ctx.sfu;
 
     // Apply what differs from the caches; nothing is sent for what already matches.
@@ -129,12 +127,12 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     }
     if !refused.is_empty() {
         let reason = if refused.iter().any(|r| r.contains("already allocated")) {
-            "PortInUse"
+            Reason::PortInUse
         } else {
-            "ChildRefused"
+            Reason::ChildRefused
         };
         conditions.push(cond(
-            "ChildrenApplied",
+            Type::ChildrenApplied,
             false,
             reason,
             &format!("the API server refused: {}", refused.join("; ")),
@@ -148,31 +146,30 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
 
     // Status from the caches.
     let ready = |kind, suffix: &str| cx.workload_ready(kind, &ns, &labels::child_name(&name, suffix));
-    let signalling = ready(super::Kind::Deployment, "prosody")
-        && ready(super::Kind::Deployment, "jicofo")
-        && ready(super::Kind::Deployment, "web");
+    let (workloads, described) = engine::signalling(bridge.spec.engine);
+    let signalling = workloads.iter().all(|w| ready(super::Kind::Deployment, w));
     conditions.push(cond(
-        "SignallingReady",
+        Type::SignallingReady,
         signalling,
-        if signalling { "Running" } else { "Starting" },
-        "prosody, jicofo and web",
+        if signalling { Reason::Running } else { Reason::Starting },
+        described,
         generation,
     ));
     let ready_sfu = sfu
         .iter()
-        .filter(|r| ready(super::Kind::StatefulSet, &crate::bridge::sfu::suffix(r)))
+        .filter(|r| ready(super::Kind::StatefulSet, &pool::suffix(r)))
         .count() as i32;
     let addressed = sfu.iter().all(|r| !r.advertise.is_empty());
     let sfu_ok = ready_sfu == sfu.len() as i32 && addressed;
     let sfu_reason = if !addressed {
-        "AwaitingAddress"
+        Reason::AwaitingAddress
     } else if sfu_ok {
-        "Running"
+        Reason::Running
     } else {
-        "Starting"
+        Reason::Starting
     };
     conditions.push(cond(
-        "SFUReady",
+        Type::SfuReady,
         sfu_ok,
         sfu_reason,
         &format!("{ready_sfu}/{} replicas ready", sfu.len()),
@@ -180,14 +177,14 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     ));
     let turn_ok = !bridge.spec.turn.enabled || ready_turn(&cx, &bridge, &ns, &name);
     conditions.push(cond(
-        "TURNReady",
+        Type::TurnReady,
         turn_ok,
         if !bridge.spec.turn.enabled {
-            "Disabled"
+            Reason::Disabled
         } else if turn_ok {
-            "Running"
+            Reason::Running
         } else {
-            "Starting"
+            Reason::Starting
         },
         "coturn",
         generation,
@@ -196,9 +193,9 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     conditions.insert(
         0,
         cond(
-            "Ready",
+            Type::Ready,
             all,
-            if all { "Ready" } else { "NotReady" },
+            if all { Reason::Ready } else { Reason::NotReady },
             "all components",
             generation,
         ),
@@ -208,11 +205,11 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
         observed_generation: generation,
         conditions,
         url: Some(format!("https://{}/", bridge.spec.domain)),
-        turn_uris: turn_uris(&ctx),
+        turn_uris: coturn::uris(&ctx),
         sfu: Some(SfuStatus {
             replicas: sfu.len() as i32,
             ready_replicas: ready_sfu,
-            endpoints: sfu.iter().map(endpoint).collect(),
+            endpoints: sfu.iter().map(SfuReplica::endpoint).collect(),
             reserved_participants: reservation.reserved,
             available_participants: reservation.available(&bridge.spec.sfu),
         }),
@@ -229,7 +226,7 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
         cx.metrics
             .set_managed_objects(&kind.resource().kind, cx.store(kind).len());
     }
-    let status_written = patch_status(&cx, &bridge, &ns, status).await?;
+    let status_written = patch_status(&cx, &bridge, status).await?;
     tracing::info!(writes, status_written, "reconciled");
     // Wake exactly when something is due: a certificate renewal or a Meeting entering or
     // leaving its reservation.
@@ -253,100 +250,12 @@ pub fn uses_secret(bridge: &Bridge, name: &str) -> bool {
     }
 }
 
-fn endpoint(r: &SfuReplica) -> String {
-    match r.advertise.first() {
-        Some(a) if a.contains('#') => a.replace('#', ":"),
-        Some(a) => format!("{a}:{}", r.port),
-        None => format!("<pending>:{}", r.port),
-    }
-}
-
-/// The TURN URIs clients get: the same hosts and ports prosody hands out.
-fn turn_uris(ctx: &Ctx) -> Vec<String> {
-    let t = &ctx.spec.turn;
-    if !t.enabled {
-        return Vec::new();
-    }
-    let mut v = Vec::new();
-    for host in &ctx.turn_hosts {
-        v.push(format!("turn:{host}:{}?transport=udp", t.port));
-        v.push(format!("turn:{host}:{}?transport=tcp", t.port));
-        if ctx.tls_secret.is_some() {
-            v.push(format!("turns:{host}:{}?transport=tcp", t.tls_port));
-        }
-    }
-    v
-}
-
 fn ready_turn(cx: &Context, bridge: &Bridge, ns: &str, name: &str) -> bool {
     let n = labels::child_name(name, "turn");
     match bridge.spec.turn.exposure {
         Exposure::HostPort => cx.workload_ready(super::Kind::DaemonSet, ns, &n),
         _ => cx.workload_ready(super::Kind::Deployment, ns, &n),
     }
-}
-
-/// Works out, for each SFU replica, its port, its node and the address it advertises.
-/// Node pinning keeps a replica where it runs so its advertised address stays true; a new
-/// replica goes to the eligible node with the fewest replicas.
-pub fn plan_sfu(
-    bridge: &Bridge,
-    count: i32,
-    nodes: &Store<Node>,
-    services: &Store<DynamicObject>,
-    ns: &str,
-    name: &str,
-) -> Vec<SfuReplica> {
-    let sfu = &bridge.spec.sfu;
-    let base = sfu.media.base_port();
-    let mut eligible: Vec<(String, Option<String>)> = nodes
-        .state()
-        .iter()
-        .filter(|n| !n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false))
-        .filter(|n| sfu.node_selector.iter().all(|(k, v)| n.labels().get(k) == Some(v)))
-        .map(|n| (n.name_any(), external_ip(n)))
-        .collect();
-    eligible.sort();
-    (0..count)
-        .map(|i| {
-            let port = base + i;
-            let (node, discovered) = match sfu.media.exposure {
-                Exposure::LoadBalancer => (
-                    None,
-                    lb_address(services, ns, &labels::child_name(name, &format!("sfu-{i}"))),
-                ),
-                Exposure::HostPort | Exposure::NodePort => {
-                    if eligible.is_empty() {
-                        (None, None)
-                    } else {
-                        let (node, ip) = &eligible[(i as usize) % eligible.len()];
-                        (Some(node.clone()), ip.clone())
-                    }
-                }
-            };
-            let advertise = if sfu.media.advertise_addresses.is_empty() {
-                discovered.into_iter().collect()
-            } else {
-                sfu.media.advertise_addresses.clone()
-            };
-            SfuReplica {
-                index: i,
-                port,
-                node,
-                advertise,
-            }
-        })
-        .collect()
-}
-
-fn external_ip(node: &Node) -> Option<String> {
-    node.status
-        .as_ref()?
-        .addresses
-        .as_ref()?
-        .iter()
-        .find(|a| a.type_ == "ExternalIP")
-        .map(|a| a.address.clone())
 }
 
 fn lb_address(services: &Store<DynamicObject>, ns: &str, name: &str) -> Option<String> {
@@ -427,190 +336,6 @@ fn random_secret() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Where the serving certificate comes from, whether it is usable, and when to look again.
-struct TlsState {
-    secret: Option<String>,
-    condition: Condition,
-    /// When the operator must renew what it issued (own CA only).
-    renew_at: Option<DateTime<Utc>>,
-    /// Secrets of this mode that pruning must keep.
-    keep: Vec<String>,
-}
-
-impl TlsState {
-    fn not_ready(reason: &str, message: String, generation: Option<i64>, keep: Vec<String>) -> TlsState {
-        TlsState {
-            secret: None,
-            condition: cond("CertificateReady", false, reason, &message, generation),
-            renew_at: None,
-            keep,
-        }
-    }
-}
-
-async fn tls_state(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Result<TlsState, Error> {
-    let generation = bridge.metadata.generation;
-    let tls = bridge.spec.tls.clone().unwrap_or_default();
-    let tls_name = certificate::tls_secret_name(ctx);
-    let (secret_name, managed) = match (&tls.issuer_ref, &tls.secret_name) {
-        (Some(_), _) if !cx.cert_manager => {
-            return Ok(TlsState::not_ready(
-                "CertManagerMissing",
-                "spec.tls.issuerRef needs cert-manager's CRDs installed in the cluster".into(),
-                generation,
-                vec![tls_name],
-            ));
-        }
-        (Some(_), _) => (tls_name.clone(), true),
-        (None, Some(s)) => (s.clone(), false),
-        (None, None) => return own_ca(cx, bridge, ctx).await,
-    };
-    let keep = if managed { vec![tls_name] } else { Vec::new() };
-    let api: Api<Secret> = Api::namespaced(cx.client.clone(), &ctx.namespace);
-    let secret = api
-        .get_opt(&secret_name)
-        .await
-        .map_err(|e| Error::Read(format!("Secret/{secret_name}"), e))?;
-    let Some(secret) = secret else {
-        let (reason, msg) = if managed {
-            (
-                "Issuing",
-                format!("waiting for cert-manager to write Secret {secret_name}"),
-            )
-        } else {
-            (
-                "SecretNotFound",
-                format!("spec.tls.secretName: Secret {secret_name} does not exist"),
-            )
-        };
-        return Ok(TlsState::not_ready(reason, msg, generation, keep));
-    };
-    let data = secret.data.unwrap_or_default();
-    let has = |k: &str| data.get(k).is_some_and(|v| v.0.starts_with(b"-----BEGIN"));
-    if !(has("tls.crt") && has("tls.key")) {
-        let msg = format!("Secret {secret_name} lacks PEM tls.crt and tls.key");
-        return Ok(TlsState::not_ready("SecretMalformed", msg, generation, keep));
-    }
-    Ok(TlsState {
-        secret: Some(secret_name.clone()),
-        condition: cond(
-            "CertificateReady",
-            true,
-            "Valid",
-            &format!("Secret {secret_name}"),
-            generation,
-        ),
-        renew_at: None,
-        keep,
-    })
-}
-
-/// Conclave's own CA: keeps a CA Secret and a serving certificate signed by it, replacing
-/// either when it is missing, unreadable, for another name, or due for renewal.
-async fn own_ca(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Result<TlsState, Error> {
-    let now = cx.clock.now();
-    let generation = bridge.metadata.generation;
-    let ca_name = ctx.child_name(ca::CA_SUFFIX);
-    let tls_name = certificate::tls_secret_name(ctx);
-    let keep = vec![ca_name.clone(), tls_name.clone()];
-    let secrets = cx.store(super::Kind::Secret);
-    let cached =
-        |name: &str| secrets.get(&ObjectRef::new_with(name, super::Kind::Secret.resource()).within(&ctx.namespace));
-    let live_ca = cached(&ca_name);
-    let live_tls = cached(&tls_name);
-
-    let mut ca_pem = live_ca
-        .as_deref()
-        .and_then(|o| pem_pair(o, ca::CA_CERT_KEY, ca::CA_KEY_KEY));
-    if let Some(why) = ca::check_ca(ca_pem.as_ref(), now) {
-        let fresh = ca::new_ca(&ctx.namespace, &ctx.name, now)?;
-        let data = [(ca::CA_CERT_KEY, &fresh.cert), (ca::CA_KEY_KEY, &fresh.key)];
-        write_secret(cx, ctx, &ca_name, "Opaque", &data, live_ca.as_deref()).await?;
-        tracing::info!(reason = why.as_str(), "issued a new CA");
-        ca_pem = Some(fresh);
-    }
-    let ca_pem = ca_pem.ok_or(Error::MissingField("CA certificate"))?;
-
-    let serving = live_tls.as_deref().and_then(|o| pem_pair(o, "tls.crt", "tls.key"));
-    let serving = match ca::check_serving(serving.as_ref(), &ca_pem, &ctx.spec.domain, now) {
-        None => serving.ok_or(Error::MissingField("serving certificate"))?,
-        Some(why) => {
-            let fresh = ca::issue(&ca_pem, &ctx.spec.domain, now)?;
-            let data = [
-                ("tls.crt", &fresh.cert),
-                ("tls.key", &fresh.key),
-                (ca::CA_CERT_KEY, &ca_pem.cert),
-            ];
-            write_secret(cx, ctx, &tls_name, "kubernetes.io/tls", &data, live_tls.as_deref()).await?;
-            let until = ca::inspect(&fresh.cert)?.not_after;
-            cx.event(
-                &bridge.object_ref(&()),
-                EventType::Normal,
-                "CertificateIssued",
-                "IssueCertificate",
-                format!(
-                    "Conclave CA issued a certificate for {} into Secret {tls_name} ({}), valid until {until}",
-                    ctx.spec.domain,
-                    why.as_str()
-                ),
-            )
-            .await;
-            fresh
-        }
-    };
-    let info = ca::inspect(&serving.cert)?;
-    let ca_info = ca::inspect(&ca_pem.cert)?;
-    let renew_at = ca::renew_at(&info, ca::SERVING_RENEW_BEFORE).min(ca::renew_at(&ca_info, ca::CA_RENEW_BEFORE));
-    Ok(TlsState {
-        secret: Some(tls_name.clone()),
-        condition: cond(
-            "CertificateReady",
-            true,
-            "IssuedByConclaveCA",
-            &format!(
-                "Secret {tls_name}, signed by the CA in Secret {ca_name} (clients must trust its ca.crt); renewal at {}",
-                renew_at.format("%Y-%m-%dT%H:%M:%SZ")
-            ),
-            generation,
-        ),
-        renew_at: Some(renew_at),
-        keep,
-    })
-}
-
-/// A certificate and key from a cached Secret, when both keys hold text.
-fn pem_pair(obj: &DynamicObject, cert: &str, key: &str) -> Option<ca::Pem> {
-    let field = |k: &str| String::from_utf8(super::secret_value(obj, k)?).ok();
-    Some(ca::Pem {
-        cert: field(cert)?,
-        key: field(key)?,
-    })
-}
-
-/// Writes one of the certificate Secrets (see [`super::put_secret`]).
-async fn write_secret(
-    cx: &Context,
-    ctx: &Ctx,
-    name: &str,
-    type_: &str,
-    data: &[(&str, &String)],
-    live: Option<&DynamicObject>,
-) -> Result<(), Error> {
-    let mut meta = ctx.meta(ca::CA_SUFFIX, labels::Component::Certificate);
-    meta.name = Some(name.to_string());
-    let secret = Secret {
-        metadata: meta,
-        type_: Some(type_.into()),
-        data: Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                .collect(),
-        ),
-        ..Secret::default()
-    };
-    super::put_secret(&cx.client, secret, live).await
-}
-
 /// Deletes children of this Bridge that are no longer desired. Only objects carrying this
 /// Bridge's labels and controlled by its uid are candidates, so nothing else is ever touched.
 async fn prune(
@@ -664,46 +389,26 @@ fn current_status(bridge: &Bridge) -> BridgeStatus {
     bridge.status.clone().unwrap_or_default()
 }
 
-/// Writes status only when it changed; a condition keeps its transition time while its status
-/// stays the same, so an unchanged Bridge costs no write.
-async fn patch_status(cx: &Context, bridge: &Bridge, ns: &str, mut status: BridgeStatus) -> Result<bool, Error> {
-    let old = current_status(bridge);
-    keep_transition_times(&mut status.conditions, &old.conditions);
-    if status == old {
+/// Writes status when it changed (see [`status::patch`]) and announces the transitions.
+async fn patch_status(cx: &Context, bridge: &Bridge, new: BridgeStatus) -> Result<bool, Error> {
+    let conditions = new.conditions.clone();
+    let Some(old) = status::patch(cx, bridge, new).await? else {
         return Ok(false);
-    }
-    let api: Api<Bridge> = Api::namespaced(cx.client.clone(), ns);
-    let patch = json!({"apiVersion": Bridge::api_version(&()), "kind": Bridge::kind(&()), "status": status});
-    api.patch_status(
-        &bridge.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|e| Error::Apply(format!("Bridge/{}/status", bridge.name_any()), e))?;
-    announce_transitions(cx, bridge, &old.conditions, &status.conditions).await;
+    };
+    announce_transitions(cx, bridge, &old.conditions, &conditions).await;
     Ok(true)
 }
 
-/// Reasons a human has to act on; a condition turning False for one of them becomes a
-/// Warning Event (once, on the transition).
-const ACTIONABLE: [&str; 7] = [
-    "PortInUse",
-    "ChildRefused",
-    "InvalidSpec",
-    "SecretNotFound",
-    "SecretMalformed",
-    "CertManagerMissing",
-    "AwaitingAddress",
-];
-
+/// A condition turning False for a reason a human must act on becomes a Warning Event, and the
+/// Bridge turning Ready a Normal one; each once, on the transition.
 async fn announce_transitions(cx: &Context, bridge: &Bridge, old: &[Condition], new: &[Condition]) {
     for c in new {
         let before = old.iter().find(|o| o.type_ == c.type_);
         if before.is_some_and(|b| b.status == c.status && b.reason == c.reason) {
             continue;
         }
-        if c.status == "False" && ACTIONABLE.contains(&c.reason.as_str()) {
+        let actionable = Reason::parse(&c.reason).is_some_and(Reason::needs_action);
+        if c.status == "False" && actionable {
             cx.event(
                 &bridge.object_ref(&()),
                 EventType::Warning,
@@ -712,7 +417,7 @@ async fn announce_transitions(cx: &Context, bridge: &Bridge, old: &[Condition], 
                 c.message.clone(),
             )
             .await;
-        } else if c.type_ == "Ready" && c.status == "True" {
+        } else if c.type_ == Type::Ready.as_str() && c.status == "True" {
             cx.event(
                 &bridge.object_ref(&()),
                 EventType::Normal,

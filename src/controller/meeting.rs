@@ -9,21 +9,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tracing::Instrument;
 
-use super::conditions::{condition as cond, keep_transition_times};
-use super::{Context, Error, Kind};
+use super::{Context, Error, Kind, status};
 use crate::api::bridge::{AuthMode, Bridge};
 use crate::api::meeting::{Meeting, MeetingStatus, Phase};
 use crate::bridge::secrets;
 use crate::child::Child;
-use crate::labels::{self, FIELD_MANAGER};
+use crate::conditions::{Reason, Type, condition as cond};
+use crate::labels;
 use crate::meeting::{self, capacity, credentials, schedule, validate};
 use crate::{apply, clock};
 
@@ -38,7 +37,7 @@ pub async fn reconcile(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Action
     cx.metrics.reconcile_done(
         "Meeting",
         started.elapsed(),
-        result.as_ref().map(|_| ()).map_err(Error::reason),
+        result.as_ref().map(|_| ()).map_err(|e| e.reason().as_str()),
     );
     result
 }
@@ -46,15 +45,15 @@ pub async fn reconcile(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Action
 /// What the reconcile decided, before it is written as status.
 struct Outcome {
     phase: Phase,
-    ready: (bool, &'static str, String),
-    capacity: Option<(bool, &'static str, String)>,
+    ready: (bool, Reason, String),
+    capacity: Option<(bool, Reason, String)>,
     url: Option<String>,
     credentials: bool,
     due: Option<DateTime<Utc>>,
 }
 
 impl Outcome {
-    fn waiting(phase: Phase, reason: &'static str, message: String) -> Outcome {
+    fn waiting(phase: Phase, reason: Reason, message: String) -> Outcome {
         Outcome {
             phase,
             ready: (false, reason, message),
@@ -90,14 +89,14 @@ async fn reconcile_meeting(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Ac
 
     let generation = meeting.metadata.generation;
     let mut conditions = vec![cond(
-        "Ready",
+        Type::Ready,
         outcome.ready.0,
         outcome.ready.1,
         &outcome.ready.2,
         generation,
     )];
     if let Some((ok, reason, msg)) = &outcome.capacity {
-        conditions.push(cond("CapacityReserved", *ok, reason, msg, generation));
+        conditions.push(cond(Type::CapacityReserved, *ok, *reason, msg, generation));
     }
     let status = MeetingStatus {
         observed_generation: generation,
@@ -106,7 +105,7 @@ async fn reconcile_meeting(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Ac
         credentials_secret: outcome.credentials.then(|| secret_name.clone()),
         conditions,
     };
-    let written = patch_status(&cx, &meeting, &ns, status).await?;
+    let written = patch_status(&cx, &meeting, status).await?;
     tracing::info!(phase = ?outcome.phase, status_written = written, "reconciled");
     Ok(match outcome.due {
         Some(at) => Action::requeue(clock::until(cx.clock.now(), at)),
@@ -126,7 +125,7 @@ async fn decide(
     let Some(bridge) = cx.bridges.get(&ObjectRef::<Bridge>::new(&spec.bridge).within(ns)) else {
         return Ok(Outcome::waiting(
             Phase::Pending,
-            "BridgeNotFound",
+            Reason::BridgeNotFound,
             format!("spec.bridge: Bridge {} does not exist in namespace {ns}", spec.bridge),
         ));
     };
@@ -144,7 +143,7 @@ async fn decide(
     if let Some(other) = validate::room_taken_by(&me, &bookings) {
         return Ok(Outcome::waiting(
             Phase::Invalid,
-            "RoomInUse",
+            Reason::RoomInUse,
             format!(
                 "spec.room: Meeting {other} holds room {room} on Bridge {} at an overlapping time",
                 spec.bridge
@@ -154,13 +153,13 @@ async fn decide(
 
     let (phase, next) = schedule::phase_at(spec, now);
     let url = meeting::room_url(&bridge.spec.domain, &room);
-    let capacity = capacity_condition(&bridge, spec, &bookings, now);
+    let capacity = capacity::condition(&bridge, spec, &bookings, now);
     if phase == Phase::Ended {
         return Ok(Outcome {
             phase,
             ready: (
                 false,
-                "Ended",
+                Reason::Ended,
                 format!("ended at {}; links were removed", fmt(spec.end)),
             ),
             capacity: None,
@@ -169,16 +168,17 @@ async fn decide(
             due: None,
         });
     }
-    let bridge_ready = bridge
-        .status
-        .as_ref()
-        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let bridge_ready = bridge.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == Type::Ready.as_str() && c.status == "True")
+    });
     // Before the first issuance a Meeting waits for a ready Bridge; once links exist, a Bridge
     // briefly not ready (a pod restarting) does not take them away.
     if !bridge_ready && live.is_none() {
         let mut o = Outcome::waiting(
             Phase::Pending,
-            "BridgeNotReady",
+            Reason::BridgeNotReady,
             format!("waiting for Bridge {} to be Ready", spec.bridge),
         );
         o.capacity = Some(capacity);
@@ -193,7 +193,7 @@ async fn decide(
             None => {
                 let mut o = Outcome::waiting(
                     Phase::Pending,
-                    "AwaitingBridgeSecret",
+                    Reason::AwaitingBridgeSecret,
                     format!("waiting for Bridge {}'s generated app secret", spec.bridge),
                 );
                 o.capacity = Some(capacity);
@@ -226,7 +226,7 @@ async fn decide(
     let links = spec.participants.len() + usize::from(spec.guests.allowed);
     let (ready_reason, ready_msg) = if bridge_ready {
         (
-            "LinksIssued",
+            Reason::LinksIssued,
             format!(
                 "{links} join links valid {} to {}",
                 fmt(Some(window.not_before)),
@@ -235,7 +235,7 @@ async fn decide(
         )
     } else {
         (
-            "BridgeNotReady",
+            Reason::BridgeNotReady,
             format!("{links} join links issued; Bridge {} is not Ready", spec.bridge),
         )
     };
@@ -251,68 +251,6 @@ async fn decide(
     })
 }
 
-/// Whether the Bridge's pool can hold this Meeting at `maxReplicas`, alone and together with
-/// the Meetings that overlap it.
-fn capacity_condition(
-    bridge: &Bridge,
-    spec: &crate::api::meeting::MeetingSpec,
-    bookings: &[validate::Booking<'_>],
-    now: DateTime<Utc>,
-) -> (bool, &'static str, String) {
-    let sfu = &bridge.spec.sfu;
-    let max = sfu.max_replicas().saturating_mul(sfu.participants_per_replica);
-    let demand = capacity::demand(spec);
-    if demand > max {
-        return (
-            false,
-            "ExceedsBridgeCapacity",
-            format!(
-                "reserves {demand} participants; Bridge {} holds at most {max} (sfu.maxReplicas {} x sfu.participantsPerReplica {})",
-                spec.bridge,
-                sfu.max_replicas(),
-                sfu.participants_per_replica
-            ),
-        );
-    }
-    // The pool at the moment this Meeting's reservation begins (or now, if it has begun).
-    let lead = capacity::lead_time(sfu);
-    let at = spec.start.map_or(now, |s| (s - lead).max(now));
-    let plan = capacity::plan(
-        sfu,
-        bookings
-            .iter()
-            .map(|b| b.spec)
-            .filter(|m| validate::against_bridge(m, &spec.bridge, &bridge.spec).is_ok()),
-        at,
-    );
-    if plan.reserved > max {
-        return (
-            false,
-            "Overbooked",
-            format!(
-                "Meetings on Bridge {} reserve {} participants at {}; the pool holds at most {max}",
-                spec.bridge,
-                plan.reserved,
-                fmt(Some(at))
-            ),
-        );
-    }
-    let (holding, _) = capacity::reserving(spec, lead, now);
-    if holding {
-        (
-            true,
-            "Reserved",
-            format!("{demand} participants reserved on Bridge {}", spec.bridge),
-        )
-    } else {
-        (
-            true,
-            "Planned",
-            format!("{demand} participants will be reserved from {}", fmt(Some(at))),
-        )
-    }
-}
-
 /// The Bridge's JWT app secret, from the cache of its generated Secret.
 fn app_secret(cx: &Context, ns: &str, bridge: &str) -> Option<Vec<u8>> {
     let obj = cx.cached_secret(ns, &labels::child_name(bridge, secrets::SUFFIX))?;
@@ -323,34 +261,23 @@ fn fmt(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(|| "-".into(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
 
-/// Writes status only when it changed (conditions keep their transition time while their
-/// status stays), and announces a phase change as an Event.
-async fn patch_status(cx: &Context, meeting: &Meeting, ns: &str, mut status: MeetingStatus) -> Result<bool, Error> {
-    let old = meeting.status.clone().unwrap_or_default();
-    keep_transition_times(&mut status.conditions, &old.conditions);
-    if status == old {
+/// Writes status when it changed (see [`status::patch`]) and announces a phase change as an
+/// Event.
+async fn patch_status(cx: &Context, meeting: &Meeting, new: MeetingStatus) -> Result<bool, Error> {
+    let (phase, ready) = (new.phase, new.conditions.first().map(|c| c.message.clone()));
+    let Some(old) = status::patch(cx, meeting, new).await? else {
         return Ok(false);
-    }
-    let api: Api<Meeting> = Api::namespaced(cx.client.clone(), ns);
-    let patch = json!({"apiVersion": Meeting::api_version(&()), "kind": Meeting::kind(&()), "status": status});
-    api.patch_status(
-        &meeting.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|e| Error::Apply(format!("Meeting/{}/status", meeting.name_any()), e))?;
-    if old.phase != status.phase
-        && let Some(phase) = status.phase
+    };
+    if old.phase != phase
+        && let Some(phase) = phase
     {
-        let ready = status.conditions.first();
         let type_ = if phase == Phase::Invalid {
             EventType::Warning
         } else {
             EventType::Normal
         };
         let note = match ready {
-            Some(c) => format!("{phase:?}: {}", c.message),
+            Some(message) => format!("{phase:?}: {message}"),
             None => format!("{phase:?}"),
         };
         cx.event(

@@ -4,9 +4,11 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::api::bridge::Sfu;
+use super::validate;
+use crate::api::bridge::{Bridge, Sfu};
 use crate::api::meeting::MeetingSpec;
-use crate::bridge::build::parse_duration;
+use crate::conditions::Reason;
+use crate::duration::parse_duration;
 
 /// Guests a Meeting reserves for when it allows guests and sets no `maxParticipants`.
 pub const GUEST_ALLOWANCE: i32 = 10;
@@ -80,6 +82,72 @@ pub fn plan<'a>(sfu: &Sfu, meetings: impl IntoIterator<Item = &'a MeetingSpec>, 
         max_capacity: sfu.max_replicas().saturating_mul(per),
         next_change,
     }
+}
+
+/// The Meeting's `CapacityReserved` condition: whether the Bridge's pool can hold this Meeting
+/// at `maxReplicas`, alone and together with the Meetings that overlap it.
+pub fn condition(
+    bridge: &Bridge,
+    spec: &MeetingSpec,
+    bookings: &[validate::Booking<'_>],
+    now: DateTime<Utc>,
+) -> (bool, Reason, String) {
+    let sfu = &bridge.spec.sfu;
+    let max = sfu.max_replicas().saturating_mul(sfu.participants_per_replica);
+    let demand = demand(spec);
+    if demand > max {
+        return (
+            false,
+            Reason::ExceedsBridgeCapacity,
+            format!(
+                "reserves {demand} participants; Bridge {} holds at most {max} (sfu.maxReplicas {} x sfu.participantsPerReplica {})",
+                spec.bridge,
+                sfu.max_replicas(),
+                sfu.participants_per_replica
+            ),
+        );
+    }
+    // The pool at the moment this Meeting's reservation begins (or now, if it has begun).
+    let lead = lead_time(sfu);
+    let at = spec.start.map_or(now, |s| (s - lead).max(now));
+    let plan = plan(
+        sfu,
+        bookings
+            .iter()
+            .map(|b| b.spec)
+            .filter(|m| validate::against_bridge(m, &spec.bridge, &bridge.spec).is_ok()),
+        at,
+    );
+    if plan.reserved > max {
+        return (
+            false,
+            Reason::Overbooked,
+            format!(
+                "Meetings on Bridge {} reserve {} participants at {}; the pool holds at most {max}",
+                spec.bridge,
+                plan.reserved,
+                fmt(at)
+            ),
+        );
+    }
+    let (holding, _) = reserving(spec, lead, now);
+    if holding {
+        (
+            true,
+            Reason::Reserved,
+            format!("{demand} participants reserved on Bridge {}", spec.bridge),
+        )
+    } else {
+        (
+            true,
+            Reason::Planned,
+            format!("{demand} participants will be reserved from {}", fmt(at)),
+        )
+    }
+}
+
+fn fmt(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::schedule::Window;
-use super::token::{self, Identity};
 use crate::api::meeting::MeetingSpec;
+use crate::engine::jitsi::token::{self, Identity};
 use crate::labels::{self, Component};
 
 /// Name suffix of the credentials Secret.

@@ -4,7 +4,6 @@
 pub mod capacity;
 pub mod credentials;
 pub mod schedule;
-pub mod token;
 pub mod validate;
 
 use std::collections::BTreeMap;

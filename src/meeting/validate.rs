@@ -4,11 +4,12 @@ use chrono::{DateTime, Utc};
 
 use crate::api::bridge::BridgeSpec;
 use crate::api::meeting::{Meeting, MeetingSpec};
+use crate::conditions::Reason;
 
 /// Why a Meeting cannot be honoured: a condition reason and a message naming the field.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invalid {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -18,7 +19,7 @@ pub fn against_bridge(spec: &MeetingSpec, bridge_name: &str, bridge: &BridgeSpec
         && !policy.at_least(bridge.e2ee)
     {
         return Err(Invalid {
-            reason: "E2EEWeakerThanBridge",
+            reason: Reason::E2eeWeakerThanBridge,
             message: format!(
                 "spec.e2ee: {policy:?} is weaker than Bridge {bridge_name}'s {:?}; a Meeting may only be as strict or stricter",
                 bridge.e2ee
@@ -90,7 +91,7 @@ mod tests {
         let strict = spec(serde_json::json!({"bridge": "meet", "e2ee": "Required"}));
         let unset = spec(serde_json::json!({"bridge": "meet"}));
         let err = against_bridge(&weak, "meet", &required).expect_err("weaker");
-        assert_eq!(err.reason, "E2EEWeakerThanBridge");
+        assert_eq!(err.reason, Reason::E2eeWeakerThanBridge);
         assert!(err.message.starts_with("spec.e2ee"));
         assert!(against_bridge(&strict, "meet", &preferred).is_ok());
         assert!(against_bridge(&weak, "meet", &preferred).is_ok());

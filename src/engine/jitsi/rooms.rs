@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ConfigMap, ConfigMapVolumeSource, KeyToPath, Volume, VolumeMount};
 
-use super::context::Ctx;
+use crate::bridge::context::Ctx;
+use crate::bridge::objects::mount;
 use crate::child::Child;
 use crate::labels::Component;
 
@@ -65,8 +66,8 @@ pub fn volumes(ctx: &Ctx) -> (Vec<Volume>, Vec<VolumeMount>) {
     (
         vec![volume("room-module", MODULE_FILE), volume("room-limits", LIMITS_KEY)],
         vec![
-            super::build::mount("room-module", PLUGINS_DIR, true),
-            super::build::mount("room-limits", LIMITS_DIR, true),
+            mount("room-module", PLUGINS_DIR, true),
+            mount("room-limits", LIMITS_DIR, true),
         ],
     )
 }
@@ -74,7 +75,7 @@ pub fn volumes(ctx: &Ctx) -> (Vec<Volume>, Vec<VolumeMount>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bridge::build::fixtures::sample_ctx;
+    use crate::bridge::objects::fixtures::sample_ctx;
 
     #[test]
     fn limits_are_sorted_lines_and_the_module_rides_along() {

@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, Service, ServiceSpec};
 
-use super::build::{
-    JVB_AUTH_USER, auth_env, container_port, deployment, env, http_probe, jitsi_env, jitsi_scratch, pod_spec, requests,
-    secret_env, service_port, tcp_probe, template,
-};
-use super::context::{Ctx, restricted_container, restricted_pod};
-use super::secrets;
+use super::{JVB_AUTH_USER, auth_env, jitsi_env, jitsi_scratch};
 use crate::api::bridge::AuthMode;
+use crate::bridge::context::{Ctx, restricted_container, restricted_pod};
+use crate::bridge::objects::{
+    container_port, deployment, env, http_probe, invalid, pod_spec, requests, secret_env, service_port, tcp_probe,
+    template,
+};
+use crate::bridge::secrets;
 use crate::child::Child;
 use crate::labels::Component;
 
@@ -101,8 +102,8 @@ fn turn_env(ctx: &Ctx) -> Result<Vec<EnvVar>, serde_json::Error> {
     if !t.enabled || ctx.turn_hosts.is_empty() {
         return Ok(Vec::new());
     }
-    let ttl = super::build::parse_duration(&t.credential_ttl).ok_or_else(|| {
-        super::build::invalid(format!(
+    let ttl = crate::duration::parse_duration(&t.credential_ttl).ok_or_else(|| {
+        invalid(format!(
             "spec.turn.credentialTTL {:?} is not a duration",
             t.credential_ttl
         ))
@@ -161,7 +162,7 @@ mod tests {
     use k8s_openapi::api::apps::v1::Deployment;
 
     use super::*;
-    use crate::bridge::build::fixtures::{env_secret_key, env_value, sample_ctx};
+    use crate::bridge::objects::fixtures::{env_secret_key, env_value, sample_ctx};
 
     fn container(ctx: &Ctx) -> Container {
         let d: Deployment =

@@ -7,13 +7,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, EnvVar};
 
-use super::build::{
-    JVB_BREWERY_MUC, auth_env, container_port, deployment, env, http_probe, jitsi_env, jitsi_scratch, pod_spec,
-    requests, secret_env, template,
-};
-use super::context::{Ctx, restricted_container, restricted_pod};
-use super::secrets;
+use super::{JVB_BREWERY_MUC, auth_env, jitsi_env, jitsi_scratch};
 use crate::api::bridge::AuthMode;
+use crate::bridge::context::{Ctx, restricted_container, restricted_pod};
+use crate::bridge::objects::{container_port, deployment, env, http_probe, pod_spec, requests, secret_env, template};
+use crate::bridge::secrets;
 use crate::child::Child;
 use crate::labels::Component;
 
@@ -78,7 +76,7 @@ fn deploy(ctx: &Ctx) -> Deployment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bridge::build::fixtures::{env_secret_key, env_value, sample_ctx};
+    use crate::bridge::objects::fixtures::{env_secret_key, env_value, sample_ctx};
 
     #[test]
     fn jicofo_settings() {

@@ -6,8 +6,8 @@
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::schedule::Window;
-use crate::bridge::prosody::JWT_APP_ID;
+use super::prosody::JWT_APP_ID;
+use crate::meeting::schedule::Window;
 
 /// The claims of a join token.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -10,15 +10,16 @@ use k8s_openapi::api::networking::v1::{
     IngressTLS, ServiceBackendPort,
 };
 
-use super::build::{
-    CONFIG_HASH_ANNOTATION, auth_env, container_port, content_hash, deployment, env, http_probe, jitsi_env,
-    jitsi_scratch, mount, pod_spec, requests, service_port, template,
-};
-use super::context::{Ctx, restricted_container, restricted_pod};
-use super::prosody;
+use super::{auth_env, jitsi_env, jitsi_scratch, prosody};
 use crate::api::E2eePolicy;
+use crate::bridge::context::{Ctx, restricted_container, restricted_pod};
+use crate::bridge::objects::{
+    CONFIG_HASH_ANNOTATION, container_port, deployment, env, http_probe, mount, pod_spec, requests, service_port,
+    template,
+};
 use crate::child::Child;
 use crate::labels::Component;
+use crate::labels::content_hash;
 
 /// nginx's HTTP port in the rootless images (80 up to stable-11031).
 pub const HTTP_PORT: i32 = 8000;
@@ -195,7 +196,7 @@ fn ingress(ctx: &Ctx) -> Option<Ingress> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bridge::build::fixtures::{env_value, sample_ctx};
+    use crate::bridge::objects::fixtures::{env_value, sample_ctx};
 
     #[test]
     fn web_settings() {

@@ -1,0 +1,202 @@
+//! What every reconcile shares: the client, the caches of every child kind, the clock, the
+//! metrics and the Event recorder.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::{Client, ResourceExt};
+
+use super::Error;
+use super::watch::Synced;
+use crate::api::{Bridge, Meeting};
+use crate::child::Child;
+use crate::clock::Clock;
+use crate::labels;
+use crate::metrics::Metrics;
+
+/// Child kinds the operator creates and caches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    ConfigMap,
+    Secret,
+    Service,
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+    NetworkPolicy,
+    Ingress,
+    Certificate,
+}
+
+impl Kind {
+    /// Every kind, all watched and all pruned when no longer desired.
+    pub const ALL: [Kind; 9] = [
+        Kind::ConfigMap,
+        Kind::Secret,
+        Kind::Service,
+        Kind::Deployment,
+        Kind::StatefulSet,
+        Kind::DaemonSet,
+        Kind::NetworkPolicy,
+        Kind::Ingress,
+        Kind::Certificate,
+    ];
+
+    pub fn resource(self) -> ApiResource {
+        match self {
+            Kind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
+            Kind::Secret => ApiResource::erase::<Secret>(&()),
+            Kind::Service => ApiResource::erase::<Service>(&()),
+            Kind::Deployment => ApiResource::erase::<Deployment>(&()),
+            Kind::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
+            Kind::DaemonSet => ApiResource::erase::<DaemonSet>(&()),
+            Kind::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),
+            Kind::Ingress => ApiResource::erase::<Ingress>(&()),
+            Kind::Certificate => ApiResource {
+                group: "cert-manager.io".into(),
+                version: "v1".into(),
+                api_version: "cert-manager.io/v1".into(),
+                kind: "Certificate".into(),
+                plural: "certificates".into(),
+            },
+        }
+    }
+
+    fn of(resource: &ApiResource) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.resource().kind == resource.kind && k.resource().group == resource.group)
+    }
+}
+
+/// What every reconcile shares: the client and the caches.
+pub struct Context {
+    pub client: Client,
+    pub(super) stores: Vec<(Kind, Store<DynamicObject>)>,
+    pub nodes: Store<Node>,
+    /// Whether cert-manager's Certificate kind is served (decided at start).
+    pub cert_manager: bool,
+    /// What "now" is for schedules and certificate renewal.
+    pub clock: Clock,
+    pub bridges: Store<Bridge>,
+    pub meetings: Store<Meeting>,
+    /// The credentials Secrets of Meetings.
+    pub meeting_secrets: Store<DynamicObject>,
+    pub metrics: Arc<Metrics>,
+    pub(super) synced: Synced,
+    pub recorder: Recorder,
+}
+
+impl Context {
+    /// Whether every cache has completed its first list. Reconciles wait for it: a plan made
+    /// from a half-listed cache (no nodes yet) would create children only to change them.
+    pub fn caches_synced(&self) -> bool {
+        self.synced.all_listed()
+    }
+
+    /// The cache of one child kind (empty for a kind not watched).
+    pub fn store(&self, kind: Kind) -> Store<DynamicObject> {
+        self.stores
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| reflector::store::Writer::new(kind.resource()).as_reader())
+    }
+
+    /// Publishes an Event about `object`. Events are best effort: a failure is logged, never
+    /// fails the reconcile.
+    pub async fn event(&self, object: &ObjectReference, type_: EventType, reason: &str, action: &str, note: String) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, object).await {
+            tracing::warn!(error = %e, reason, "publishing an Event failed");
+        }
+    }
+
+    /// A Secret of a Bridge from the cache (the generated one, the CA, the serving certificate).
+    pub fn cached_secret(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
+        self.store(Kind::Secret)
+            .get(&ObjectRef::new_with(name, Kind::Secret.resource()).within(ns))
+    }
+
+    /// The cached live version of a desired child.
+    pub fn live(&self, child: &Child) -> Option<Arc<DynamicObject>> {
+        let kind = Kind::of(&child.resource)?;
+        let ns = child.object.metadata.namespace.as_deref()?;
+        self.store(kind)
+            .get(&ObjectRef::new_with(child.name(), child.resource.clone()).within(ns))
+    }
+
+    /// Whether a cached Deployment, StatefulSet or DaemonSet has all its pods ready and is
+    /// up to date with its spec.
+    pub fn workload_ready(&self, kind: Kind, ns: &str, name: &str) -> bool {
+        let Some(obj) = self
+            .store(kind)
+            .get(&ObjectRef::new_with(name, kind.resource()).within(ns))
+        else {
+            return false;
+        };
+        let status = obj.data.get("status");
+        let int = |k: &str| {
+            status
+                .and_then(|s| s.get(k))
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(0)
+        };
+        let observed = int("observedGeneration") >= obj.metadata.generation.unwrap_or(0);
+        match kind {
+            Kind::DaemonSet => {
+                observed && int("desiredNumberScheduled") > 0 && int("numberReady") == int("desiredNumberScheduled")
+            }
+            _ => {
+                let want = obj
+                    .data
+                    .get("spec")
+                    .and_then(|s| s.get("replicas"))
+                    .and_then(serde_json::Value::as_i64)
+                    .unwrap_or(1);
+                observed && int("readyReplicas") >= want
+            }
+        }
+    }
+}
+
+/// The decoded value of `key` in a cached Secret.
+pub fn secret_value(secret: &DynamicObject, key: &str) -> Option<Vec<u8>> {
+    let b64 = secret.data.get("data")?.get(key)?.as_str()?;
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
+
+/// Creates a Secret the operator owns, or replaces the cached version of it. The replace
+/// carries the cached resourceVersion, so a stale cache can never overwrite a newer value: the
+/// conflict sends the reconcile round again with the fresh object.
+pub async fn put_secret(client: &Client, mut secret: Secret, live: Option<&DynamicObject>) -> Result<(), Error> {
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let ns = secret.metadata.namespace.clone().unwrap_or_default();
+    secret.metadata.resource_version = live.and_then(|l| l.resource_version());
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let pp = PostParams {
+        field_manager: Some(labels::FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    let result = match live {
+        None => api.create(&pp, &secret).await,
+        Some(_) => api.replace(&name, &pp, &secret).await,
+    };
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Stale(format!("Secret/{name}"))),
+        Err(e) => Err(Error::Apply(format!("Secret/{name}"), e)),
+    }
+}
