@@ -1,0 +1,3 @@
+//! The LiveKit engine.
+
+pub mod token;

@@ -1,0 +1,3 @@
+//! Engine-specific builders: what a Bridge becomes for each conferencing engine.
+
+pub mod livekit;
