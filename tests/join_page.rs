@@ -22,6 +22,8 @@
 
 #[path = "join_page/browser.rs"]
 mod browser;
+#[path = "join_page/guests.rs"]
+mod guests;
 #[path = "join_page/netns.rs"]
 mod netns;
 #[path = "join_page/scenario.rs"]

@@ -356,7 +356,7 @@ pub fn run() {
     let figures = super::steps::members(&mut w);
     super::steps::wrong_key(&mut w);
     super::steps::unencrypted(&mut w);
-    super::steps::lobby(&mut w);
+    super::guests::lobby(&mut w);
     super::steps::ended(&mut w);
     w.servers_alive();
     w.check_all_pages();
