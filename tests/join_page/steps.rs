@@ -24,6 +24,14 @@ pub(super) fn visible(w: &mut World, id: &str, selector: &str) -> bool {
 /// What a page in `state` shows and hides.
 pub(super) fn assert_layout(w: &mut World, id: &str, state: &str) {
     let joined = state == "joined";
+    let badge = w.driver.eval(id, "document.getElementById('e2ee-state').textContent");
+    let connected = joined || state == "lobby";
+    let want = if connected {
+        "End-to-end encrypted"
+    } else {
+        "Not connected"
+    };
+    assert_eq!(badge, json!(want), "{id} ({state}): the encryption badge");
     for (selector, shown) in [
         ("#name-form", false),
         ("#key-form", false),

@@ -40,7 +40,9 @@ function update(): void {
     state = 'joined';
     ui.notice('');
   }
-  ui.encryption(call ? (call.encrypted && call.room.isE2EEEnabled ? 'on' : call.encrypted ? 'unknown' : 'off') : 'unknown');
+  const connected = state === 'joined' || state === 'lobby';
+  if (!call || !connected) ui.encryption('unknown');
+  else ui.encryption(call.encrypted && call.room.isE2EEEnabled ? 'on' : call.encrypted ? 'unknown' : 'off');
   // A guest in the lobby sees the notice only: no tiles, no controls, nothing to receive yet.
   const joined = state === 'joined';
   ui.render(joined ? call : undefined, views);
