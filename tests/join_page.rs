@@ -26,6 +26,8 @@ mod browser;
 mod guests;
 #[path = "join_page/netns.rs"]
 mod netns;
+#[path = "join_page/plaintext.rs"]
+mod plaintext;
 #[path = "join_page/scenario.rs"]
 mod scenario;
 #[path = "join_page/servers.rs"]
@@ -72,7 +74,8 @@ fn join_page_in_real_browsers() {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("join-page");
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).expect("output dir");
-    let env = [
+    let lkclient = tools::lkclient().unwrap_or_else(|e| panic!("lkclient: {e}"));
+    let mut env = vec![
         (NETNS_ENV, "1".to_owned()),
         (scenario::CHROMIUM_ENV, chromium.display().to_string()),
         (scenario::NODE_ENV, node.display().to_string()),
@@ -80,6 +83,9 @@ fn join_page_in_real_browsers() {
         (scenario::STATIC_ENV, static_dir.display().to_string()),
         (scenario::OUT_ENV, out.display().to_string()),
     ];
+    if let Some(lkclient) = lkclient {
+        env.push((scenario::LKCLIENT_ENV, lkclient.display().to_string()));
+    }
     netns::run_inner(&unshare, INNER, DONE, &env, Duration::from_secs(600));
     println!("screenshots and logs: {}", out.display());
 }

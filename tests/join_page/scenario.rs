@@ -23,6 +23,8 @@ pub const NODE_ENV: &str = "CONCLAVE_JOIN_PAGE_NODE";
 pub const LIVEKIT_ENV: &str = "CONCLAVE_JOIN_PAGE_LIVEKIT";
 pub const STATIC_ENV: &str = "CONCLAVE_JOIN_PAGE_STATIC";
 pub const OUT_ENV: &str = "CONCLAVE_JOIN_PAGE_OUT";
+/// lkclient, when the outer test found one.
+pub const LKCLIENT_ENV: &str = "CONCLAVE_JOIN_PAGE_LKCLIENT";
 
 /// The SFU's node address and coturn's, on the two ends of the veth pair.
 const SFU_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -193,6 +195,10 @@ impl World {
         Self::http(token::guest_link(&WEB.to_string(), ROOM, &guest, Some(&self.key)))
     }
 
+    pub fn livekit_url(&self) -> String {
+        self.livekit_url.clone()
+    }
+
     pub fn page_url(&self) -> String {
         format!("http://{WEB}/{ROOM}")
     }
@@ -355,7 +361,8 @@ pub fn run() {
     println!("servers ready after {:.1}s", started.elapsed().as_secs_f64());
     let figures = super::steps::members(&mut w);
     super::steps::wrong_key(&mut w);
-    super::steps::unencrypted(&mut w);
+    let lkclient = std::env::var_os(LKCLIENT_ENV).map(PathBuf::from);
+    super::plaintext::unencrypted(&mut w, lkclient.as_deref());
     super::guests::lobby(&mut w);
     super::steps::ended(&mut w);
     w.servers_alive();

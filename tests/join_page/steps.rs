@@ -301,50 +301,6 @@ pub fn wrong_key(w: &mut World) {
     w.close("carol");
 }
 
-/// Step 3: a client that publishes in the clear is not played, and named.
-pub fn unencrypted(w: &mut World) {
-    let published = w.open_rogue("mallory", &w.token("mallory", "Mallory Plaintext", false));
-    assert!(
-        published
-            .as_array()
-            .is_some_and(|t| t.len() == 2 && t.iter().all(|t| t["encrypted"] == false)),
-        "the rogue client publishes two unencrypted tracks: {published}"
-    );
-    let tracks = sfu_tracks(w, "mallory", 2);
-    assert!(
-        tracks.len() == 2 && tracks.iter().all(|t| !t.encrypted()),
-        "the SFU records mallory's tracks as unencrypted: {tracks:?}"
-    );
-    watch(w, "alice and bob to refuse mallory's tracks", |w| {
-        ["alice", "bob"]
-            .iter()
-            .all(|v| tile(w, v, "mallory")["tile"] == "unencrypted")
-    });
-    for viewer in ["alice", "bob"] {
-        let t = tile(w, viewer, "mallory");
-        assert!(
-            t["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("Mallory Plaintext") && m.contains("without end-to-end encryption")),
-            "{viewer} says why and names mallory: {t}"
-        );
-        assert!(
-            t["tracks"]
-                .as_array()
-                .is_some_and(|ts| ts.len() == 2 && ts.iter().all(|x| x["subscribed"] == false && x["played"] == false)),
-            "{viewer} neither subscribes to nor plays mallory's tracks: {t}"
-        );
-        let stats = w.driver.stats(viewer);
-        assert_eq!(
-            inbound(&stats, "mallory", "video").count() + inbound(&stats, "mallory", "audio").count(),
-            0,
-            "{viewer} receives nothing from mallory: {stats}"
-        );
-    }
-    w.screenshot("alice", "alice-refuses-unencrypted");
-    w.close("mallory");
-}
-
 /// Step 5: the room leaves the rooms file; everyone is disconnected, a valid token no longer
 /// joins.
 pub fn ended(w: &mut World) {

@@ -33,11 +33,56 @@ fn on_path(name: &str) -> Option<PathBuf> {
     })
 }
 
-/// `livekit-server`: `$CONCLAVE_LIVEKIT_SERVER`, else one in the tools cache (whoever built it,
-/// under the same name), else built now with `go install` from the module proxy.
+/// The LiveKit tool set's directory (livekit-server and lkclient) from `tests/tools/build.sh
+/// livekit`, when the script builds that set; `None` when it does not.
+fn livekit_set() -> Option<Result<PathBuf, String>> {
+    let script = repo().join("tests/tools/build.sh");
+    let text = std::fs::read_to_string(&script).ok()?;
+    if !text.contains("livekit)") {
+        return None;
+    }
+    let out = match Command::new("bash").arg(&script).arg("livekit").output() {
+        Ok(out) => out,
+        Err(e) => return Some(Err(format!("running {}: {e}", script.display()))),
+    };
+    if !out.status.success() {
+        return Some(Err(format!(
+            "tests/tools/build.sh livekit: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Some(Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())))
+}
+
+/// lkclient, the Go test client: from `tests/tools/build.sh livekit` when the script builds
+/// it (then it is required), else one already in the tools cache, else none.
+pub fn lkclient() -> Result<Option<PathBuf>, String> {
+    if let Some(set) = livekit_set() {
+        let path = set?.join("lkclient");
+        return path
+            .is_file()
+            .then_some(Some(path.clone()))
+            .ok_or(format!("{} is missing", path.display()));
+    }
+    let found = std::fs::read_dir(tools_cache())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("lkclient"))
+        .find(|p| p.is_file());
+    Ok(found)
+}
+
+/// `livekit-server`: `$CONCLAVE_LIVEKIT_SERVER`, else `tests/tools/build.sh livekit`'s when the
+/// script builds it, else one in the tools cache (whoever built it, under the same name), else
+/// built now with `go install` from the module proxy.
 pub fn livekit_server() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("CONCLAVE_LIVEKIT_SERVER") {
         return Ok(PathBuf::from(p));
+    }
+    if let Some(set) = livekit_set() {
+        return Ok(set?.join("livekit-server"));
     }
     let cache = tools_cache();
     let ours = cache.join(format!("livekit-{LIVEKIT_VERSION}")).join("livekit-server");
