@@ -1,10 +1,11 @@
 //! Guests: one waits in the lobby without media until the moderator admits them, another is
-//! denied and never gets any.
+//! denied and never gets any. And a member whose link lost its key: asked for the passphrase,
+//! never joined without it.
 
 use serde_json::json;
 
 use super::scenario::{World, decoded};
-use super::steps::{SERVER_CLOSED, WAIT, assert_layout, identity, see_and_hear, watch};
+use super::steps::{SERVER_CLOSED, WAIT, assert_layout, identity, see_and_hear, visible, watch};
 
 /// Step 4.
 pub fn lobby(w: &mut World) {
@@ -103,4 +104,28 @@ pub fn lobby(w: &mut World) {
 
 fn twirp_encrypted(t: &conclave::web::twirp::Track) -> bool {
     t.encrypted()
+}
+
+/// Step 4b: a link without its fragment. The meeting is Required: the page asks for the
+/// passphrase, offers no way in without it, and joins encrypted once it is typed.
+pub fn passphrase(w: &mut World) {
+    let link = w.link(&w.token("erin", "Erin Typed", false), None);
+    w.open("erin", &link, false);
+    w.driver.wait_state("erin", "needs-key", WAIT);
+    assert!(visible(w, "erin", "#key-form"), "erin is asked for the passphrase");
+    assert!(
+        !visible(w, "erin", "#join-unencrypted"),
+        "a Required meeting offers no unencrypted way in"
+    );
+    // Nothing is connected while the page waits for the key.
+    watch(w, "erin to stay outside without a key", |_| true);
+    assert!(!w.sfu().contains_key("erin"), "erin has not joined without a key");
+    w.screenshot("erin", "erin-asked-for-passphrase");
+    let key = w.key.clone();
+    w.driver
+        .call(json!({"cmd": "type", "id": "erin", "selector": "#key-input", "text": key}));
+    w.driver.click("erin", "#key-submit");
+    w.driver.wait_state("erin", "joined", WAIT);
+    see_and_hear(w, ("erin", "erin"), ("alice", "alice"));
+    w.close("erin");
 }

@@ -185,8 +185,8 @@ impl World {
         link.replacen("https://", "http://", 1)
     }
 
-    pub fn link(&self, token: &str, key: &str) -> String {
-        Self::http(token::join_link(&WEB.to_string(), ROOM, token, Some(key)))
+    pub fn link(&self, token: &str, key: Option<&str>) -> String {
+        Self::http(token::join_link(&WEB.to_string(), ROOM, token, key))
     }
 
     pub fn guest_link(&self, lobby: bool) -> String {
@@ -364,6 +364,7 @@ pub fn run() {
     let lkclient = std::env::var_os(LKCLIENT_ENV).map(PathBuf::from);
     super::plaintext::unencrypted(&mut w, lkclient.as_deref());
     super::guests::lobby(&mut w);
+    super::guests::passphrase(&mut w);
     super::steps::ended(&mut w);
     w.servers_alive();
     w.check_all_pages();

@@ -106,10 +106,10 @@ fn assert_all_encrypted(snapshot: &Value, who: &str) {
 /// Step 1: two members, one of them reaching the SFU only through coturn.
 pub fn members(w: &mut World) -> String {
     let t0 = Instant::now();
-    let alice_link = w.link(&w.token("alice", "Alice Moderator", true), &w.key.clone());
+    let alice_link = w.link(&w.token("alice", "Alice Moderator", true), Some(&w.key.clone()));
     let opened = w.open("alice", &alice_link, false);
     check_headers(&opened);
-    let bob_link = w.link(&w.token("bob", "Bob Member", false), &w.key.clone());
+    let bob_link = w.link(&w.token("bob", "Bob Member", false), Some(&w.key.clone()));
     w.open("bob", &bob_link, true);
     w.driver.wait_state("alice", "joined", WAIT);
     w.driver.wait_state("bob", "joined", WAIT);
@@ -249,7 +249,7 @@ pub(super) fn tile(w: &mut World, viewer: &str, of: &str) -> Value {
 /// Step 2: the right token with a wrong key.
 pub fn wrong_key(w: &mut World) {
     let wrong = conclave::engine::livekit::token::new_passphrase();
-    let link = w.link(&w.token("carol", "Carol Wrongkey", false), &wrong);
+    let link = w.link(&w.token("carol", "Carol Wrongkey", false), Some(&wrong));
     for id in ["alice", "bob", "carol"] {
         w.expect_console(id, &["Decryption failed"]);
     }
@@ -332,7 +332,7 @@ pub fn ended(w: &mut World) {
     );
     assert!(w.sfu_rooms().is_empty(), "the SFU has no room left");
     w.screenshot("alice", "alice-ended");
-    let link = w.link(&w.token("bob", "Bob Member", false), &w.key.clone());
+    let link = w.link(&w.token("bob", "Bob Member", false), Some(&w.key.clone()));
     // Chromium itself logs the refused WebSocket and its 404.
     w.expect_console("bob-again", &["WebSocket connection to", "status of 404"]);
     w.open("bob-again", &link, false);
