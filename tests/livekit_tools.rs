@@ -134,6 +134,7 @@ fn start_media(d: &Deployment, bin: &Path, key: &str, now: i64) -> Vec<Client> {
         until_frames: FRAMES,
         expect_tracks: 4,
         hold: true,
+        sdk_audio: false,
         timeout: RUN,
     };
     let receiver = |j: Join| Join {
@@ -151,6 +152,7 @@ fn start_media(d: &Deployment, bin: &Path, key: &str, now: i64) -> Vec<Client> {
             "dave",
             Join {
                 relay_only: true,
+                sdk_audio: true,
                 ..receiver(join("dave", b, Some(key)))
             },
         ),
@@ -194,6 +196,7 @@ fn refusals(d: &Deployment, bin: &Path, now: i64) -> Refusals {
             until_frames: 0,
             expect_tracks: 0,
             hold: true,
+            sdk_audio: false,
             timeout: Duration::from_secs(30),
         };
         Client::start(bin, &d.dir, name, &join)
@@ -312,6 +315,23 @@ fn check_media(c: &mut Checks, m: &Media) {
     check_receiver(c, &m.alice, &[("bob", "GCM"), ("henry", "NONE")]);
     check_receiver(c, &m.bob, &[("alice", "GCM"), ("henry", "NONE")]);
     check_receiver(c, &m.dave, &[("alice", "GCM"), ("bob", "GCM"), ("henry", "NONE")]);
+    // dave opens audio with LiveKit's own Go SDK: this client's key derivation and frame
+    // format must agree with LiveKit's, not only with themselves.
+    let by_sdk: Vec<String> = m
+        .dave
+        .received
+        .iter()
+        .filter(|t| t.encryption == "GCM")
+        .map(|t| format!("{} {}: {:?}", t.participant, t.kind, t.decrypted_with))
+        .collect();
+    c.check(
+        "dave's encrypted audio is decrypted by LiveKit's Go SDK, video by lkclient",
+        m.dave.received.iter().filter(|t| t.encryption == "GCM").all(|t| {
+            let by = if t.kind == "audio" { "lksdk" } else { "lkclient" };
+            t.decrypted_with.as_deref() == Some(by)
+        }) && by_sdk.len() == 4,
+        format!("{by_sdk:?}"),
+    );
     // Another key decrypts nothing; the clear tracks still verify.
     for peer in ["alice", "bob"] {
         for t in m.carol.from(peer) {
@@ -339,6 +359,18 @@ fn check_media(c: &mut Checks, m: &Media) {
                 t.encryption == "GCM" && t.frames_verified == 0 && t.undecryptable_without_key >= u64::from(FRAMES)
             }),
         format!("{seen:?}"),
+    );
+    let encrypted: Vec<&client::Received> = [&m.alice, &m.bob, &m.henry, &m.carol, &m.dave]
+        .iter()
+        .flat_map(|r| r.received.iter())
+        .filter(|t| t.encryption == "GCM")
+        .collect();
+    let frames_seen: u64 = encrypted.iter().map(|t| t.frames_received).sum();
+    let clear: u64 = encrypted.iter().map(|t| t.plaintext_seen).sum();
+    c.check(
+        "no frame the SFU forwarded on an encrypted track shows plaintext",
+        encrypted.len() == 16 && clear == 0,
+        format!("{clear} of {frames_seen} frames on {} tracks", encrypted.len()),
     );
     let ice: Vec<&str> = [&m.alice, &m.bob, &m.henry, &m.carol, &m.dave]
         .iter()

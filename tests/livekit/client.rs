@@ -24,6 +24,8 @@ pub struct Join {
     pub expect_tracks: u32,
     /// After the goal, keep publishing until [`Client::finish`] closes stdin.
     pub hold: bool,
+    /// Decrypt audio with LiveKit's Go SDK instead of lkclient's own code.
+    pub sdk_audio: bool,
     /// The client's own hard deadline.
     pub timeout: Duration,
 }
@@ -58,6 +60,9 @@ impl Client {
         }
         if join.hold {
             cmd.arg("--wait-stdin");
+        }
+        if join.sdk_audio {
+            cmd.arg("--sdk-audio-decrypt");
         }
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start lkclient for {name}: {e}"));
         let stdout = child.stdout.take().expect("stdout");
@@ -206,6 +211,9 @@ pub struct Received {
     pub mime: String,
     /// As the SFU announced it: `GCM`, `NONE`, `CUSTOM`.
     pub encryption: String,
+    /// `lkclient`, or `lksdk` when LiveKit's Go SDK decrypted; absent when nothing did.
+    #[serde(default)]
+    pub decrypted_with: Option<String>,
     pub rtp_packets: u64,
     pub frames_received: u64,
     pub frames_decrypted: u64,
@@ -214,6 +222,8 @@ pub struct Received {
     pub content_mismatch: u64,
     pub server_injected: u64,
     pub undecryptable_without_key: u64,
+    /// Frames on a track announced encrypted whose bytes show the plaintext's marker.
+    pub plaintext_seen: u64,
     pub first_seq: i64,
     pub last_seq: i64,
     #[serde(default)]

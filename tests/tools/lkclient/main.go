@@ -51,6 +51,7 @@ type options struct {
 	untilFrames  int
 	expectTracks int
 	waitStdin    bool
+	sdkAudio     bool
 	logLevel     string
 }
 
@@ -70,6 +71,8 @@ func parseJoin(args []string) (options, error) {
 	fs.IntVar(&o.untilFrames, "until-frames", 0, "goal: this many frames received on each of --expect-tracks remote tracks")
 	fs.IntVar(&o.expectTracks, "expect-tracks", 2, "remote tracks the frame goal needs")
 	fs.BoolVar(&o.waitStdin, "wait-stdin", false, "after the goal or duration, keep publishing until stdin closes")
+	fs.BoolVar(&o.sdkAudio, "sdk-audio-decrypt", false,
+		"decrypt audio with LiveKit's Go SDK (DeriveKeyFromString, DecryptGCMAudioSample) instead of this client's code")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level on stderr")
 	if err := fs.Parse(args); err != nil {
 		return o, err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -20,6 +21,8 @@ type remoteTrack struct {
 	kind        string
 	mime        string
 	encryption  livekit.Encryption_Type
+	// Whose code decrypts: "lkclient", or "lksdk" (LiveKit's Go SDK) for audio on request.
+	decryptor string
 
 	mu             sync.Mutex
 	packets        int
@@ -30,6 +33,7 @@ type remoteTrack struct {
 	mismatched     int
 	serverInjected int
 	noKey          int
+	plaintextSeen  int
 	firstSeq       int64
 	lastSeq        int64
 	firstError     string
@@ -47,6 +51,7 @@ type remoteReport struct {
 	Kind           string     `json:"kind"`
 	Mime           string     `json:"mime"`
 	Encryption     string     `json:"encryption"`
+	DecryptedWith  string     `json:"decrypted_with,omitempty"`
 	Packets        int        `json:"rtp_packets"`
 	Frames         int        `json:"frames_received"`
 	Decrypted      int        `json:"frames_decrypted"`
@@ -55,6 +60,7 @@ type remoteReport struct {
 	Mismatched     int        `json:"content_mismatch"`
 	ServerInjected int        `json:"server_injected"`
 	NoKey          int        `json:"undecryptable_without_key"`
+	PlaintextSeen  int        `json:"plaintext_seen"`
 	FirstSeq       int64      `json:"first_seq"`
 	LastSeq        int64      `json:"last_seq"`
 	FirstError     string     `json:"first_error,omitempty"`
@@ -78,6 +84,12 @@ func (s *session) subscribed(track *webrtc.TrackRemote, pub *lksdk.RemoteTrackPu
 			encryption:  pub.TrackInfo().GetEncryption(),
 			firstSeq:    -1,
 			lastSeq:     -1,
+		}
+		if s.key != nil && rt.encryption != livekit.Encryption_NONE {
+			rt.decryptor = "lkclient"
+			if s.sdkKey != nil && kind == frameKindAudio {
+				rt.decryptor = "lksdk"
+			}
 		}
 		s.remote[pub.SID()] = rt
 	}
@@ -130,6 +142,10 @@ func (s *session) frame(rt *remoteTrack, data []byte, receiver *webrtc.RTPReceiv
 		rt.ice = selectedPair(receiver)
 	}
 	rt.frames++
+	// What the SFU forwarded on an encrypted track must not show the plaintext's marker.
+	if rt.encryption != livekit.Encryption_NONE && bytes.Contains(data, []byte(frameMagic)) {
+		rt.plaintextSeen++
+	}
 	plain := data
 	switch {
 	case rt.encryption == livekit.Encryption_NONE:
@@ -137,7 +153,7 @@ func (s *session) frame(rt *remoteTrack, data []byte, receiver *webrtc.RTPReceiv
 		rt.noKey++
 		plain = nil
 	default:
-		p, err := cipher.decrypt(rt.kind, data, s.room.SifTrailer())
+		p, err := s.decrypt(rt, cipher, data)
 		switch {
 		case errors.Is(err, errServerInjected):
 			rt.serverInjected++
@@ -166,6 +182,18 @@ func (s *session) frame(rt *remoteTrack, data []byte, receiver *webrtc.RTPReceiv
 	}
 	rt.mu.Unlock()
 	s.checkGoal()
+}
+
+func (s *session) decrypt(rt *remoteTrack, c *frameCipher, data []byte) ([]byte, error) {
+	sif := s.room.SifTrailer()
+	if rt.decryptor == "lksdk" {
+		p, err := lksdk.DecryptGCMAudioSample(data, s.sdkKey, sif)
+		if err == nil && p == nil {
+			return nil, errServerInjected
+		}
+		return p, err
+	}
+	return c.decrypt(rt.kind, data, sif)
 }
 
 func selectedPair(receiver *webrtc.RTPReceiver) *iceReport {
@@ -210,6 +238,7 @@ func (rt *remoteTrack) report() remoteReport {
 		Kind:           rt.kind,
 		Mime:           rt.mime,
 		Encryption:     rt.encryption.String(),
+		DecryptedWith:  rt.decryptor,
 		Packets:        rt.packets,
 		Frames:         rt.frames,
 		Decrypted:      rt.decrypted,
@@ -218,6 +247,7 @@ func (rt *remoteTrack) report() remoteReport {
 		Mismatched:     rt.mismatched,
 		ServerInjected: rt.serverInjected,
 		NoKey:          rt.noKey,
+		PlaintextSeen:  rt.plaintextSeen,
 		FirstSeq:       rt.firstSeq,
 		LastSeq:        rt.lastSeq,
 		FirstError:     rt.firstError,

@@ -35,13 +35,14 @@ func runSelftest() int {
 	for _, p := range passphrases {
 		add(fmt.Sprintf("key for %q matches lksdk.DeriveKeyFromString", p), sameKey(p))
 	}
+	// Each side derives its own key from the passphrase, so these check derivation too.
+	add("Opus frames this client encrypts open with lksdk.DecryptGCMAudioSample", opusToSDK(passphrases[1]))
+	add("Opus frames lksdk.EncryptGCMAudioSample seals open here", opusFromSDK(passphrases[1]))
 	key, err := deriveKey(passphrases[1])
 	if err != nil {
 		add("derive key", err)
 		return reportSelftest(checks)
 	}
-	add("Opus frames this client encrypts open with lksdk.DecryptGCMAudioSample", opusToSDK(key))
-	add("Opus frames lksdk.EncryptGCMAudioSample seals open here", opusFromSDK(key))
 	add("VP8 frames keep the browser SDK's layout and open under the SDK's key", vp8Layout())
 	add("every synthetic frame survives encrypt, decrypt and verify", roundTrips(key))
 	add("a frame under another key is refused", refusesOtherKey(key))
@@ -87,8 +88,16 @@ func sameKey(passphrase string) error {
 	return nil
 }
 
-func opusToSDK(key []byte) error {
-	c, err := newFrameCipher(key, 0)
+func opusToSDK(passphrase string) error {
+	ours, err := deriveKey(passphrase)
+	if err != nil {
+		return err
+	}
+	key, err := lksdk.DeriveKeyFromString(passphrase)
+	if err != nil {
+		return err
+	}
+	c, err := newFrameCipher(ours, 0)
 	if err != nil {
 		return err
 	}
@@ -105,8 +114,16 @@ func opusToSDK(key []byte) error {
 	return nil
 }
 
-func opusFromSDK(key []byte) error {
-	c, err := newFrameCipher(key, 0)
+func opusFromSDK(passphrase string) error {
+	ours, err := deriveKey(passphrase)
+	if err != nil {
+		return err
+	}
+	key, err := lksdk.DeriveKeyFromString(passphrase)
+	if err != nil {
+		return err
+	}
+	c, err := newFrameCipher(ours, 0)
 	if err != nil {
 		return err
 	}

@@ -25,9 +25,11 @@ type session struct {
 	o       options
 	started time.Time
 	key     []byte
-	room    *lksdk.Room
-	hook    *logHook
-	joined  bool
+	// The key LiveKit's Go SDK derives, when audio is decrypted with the SDK's code.
+	sdkKey []byte
+	room   *lksdk.Room
+	hook   *logHook
+	joined bool
 
 	mu           sync.Mutex
 	remote       map[string]*remoteTrack
@@ -91,6 +93,11 @@ func runJoin(o options) int {
 		}
 		s.key = key
 		res.KeyDerivationMS = time.Since(t).Milliseconds()
+		if o.sdkAudio {
+			if s.sdkKey, err = lksdk.DeriveKeyFromString(o.key); err != nil {
+				return s.finish(res, "error", exitInternal, err.Error())
+			}
+		}
 	}
 
 	s.room = lksdk.NewRoom(s.callbacks())
