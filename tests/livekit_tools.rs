@@ -242,13 +242,14 @@ fn in_node_range(ice: &str) -> bool {
 
 fn frames(t: &client::Received) -> String {
     format!(
-        "{} received, {} decrypted, {} verified, {} failed, {} mismatched, {} server-injected {}",
+        "{} received, {} decrypted, {} verified, {} failed, {} mismatched, {} server-injected, {} foreign {}",
         t.frames_received,
         t.frames_decrypted,
         t.frames_verified,
         t.decrypt_failed,
         t.content_mismatch,
         t.server_injected,
+        t.foreign_frames,
         t.first_error.as_deref().unwrap_or("")
     )
 }
@@ -270,14 +271,20 @@ fn check_receiver(c: &mut Checks, who: &Report, from: &[(&str, &str)]) {
                 t.encryption == *encryption,
                 &t.encryption,
             );
-            let all_decrypted = *encryption == "NONE" || t.frames_decrypted + t.server_injected == t.frames_received;
+            // On a clear track the SFU may inject silence of its own, unmarked; on an encrypted
+            // one it marks what it injects, and everything else must be ours.
+            let all_ours = if *encryption == "NONE" {
+                t.frames_verified + t.foreign_frames == t.frames_received
+            } else {
+                t.frames_decrypted + t.server_injected == t.frames_received && t.foreign_frames == 0
+            };
             c.check(
                 &format!("{} verifies {peer}'s {} byte for byte", who.name, t.kind),
                 t.frames_verified >= u64::from(FRAMES)
                     && t.decrypt_failed == 0
                     && t.content_mismatch == 0
                     && t.undecryptable_without_key == 0
-                    && all_decrypted,
+                    && all_ours,
                 frames(t),
             );
         }

@@ -219,7 +219,11 @@ pub struct Received {
     pub frames_decrypted: u64,
     pub frames_verified: u64,
     pub decrypt_failed: u64,
+    /// Frames with lkclient's marker whose bytes differ from what their sequence number says.
     pub content_mismatch: u64,
+    /// Frames without lkclient's marker at all: the SFU's silence or blank frames on a clear
+    /// track (it marks those only on encrypted tracks), or another client's media.
+    pub foreign_frames: u64,
     pub server_injected: u64,
     pub undecryptable_without_key: u64,
     /// Frames on a track announced encrypted whose bytes show the plaintext's marker.

@@ -15,8 +15,13 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 )
+
+// errForeign marks a frame that is not one of ours at all (no marker where ours has it): the
+// SFU's own silence or blank frames on a clear track, or another client's media.
+var errForeign = errors.New("not an lkclient frame")
 
 const (
 	frameMagic = "LKCT"
@@ -106,13 +111,10 @@ func makeFrame(kind string, seq uint32, key bool) []byte {
 // says it is, and returns that number.
 func verifyFrame(kind string, f []byte) (uint32, error) {
 	off := clearBytes(kind, f)
-	if len(f) < off+bodyHeader {
-		return 0, fmt.Errorf("frame of %d bytes is too short", len(f))
+	if len(f) < off+bodyHeader || !bytes.Equal(f[off:off+4], []byte(frameMagic)) {
+		return 0, fmt.Errorf("%w: %d bytes, no %q marker after the %d-byte header", errForeign, len(f), frameMagic, off)
 	}
 	body := f[off:]
-	if !bytes.Equal(body[:4], []byte(frameMagic)) {
-		return 0, fmt.Errorf("no %q marker after the %d-byte header", frameMagic, off)
-	}
 	if body[4] != kindByte(kind) {
 		return 0, fmt.Errorf("an %q frame on a %s track", body[4], kind)
 	}

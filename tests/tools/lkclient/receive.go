@@ -31,6 +31,7 @@ type remoteTrack struct {
 	verified       int
 	decryptFailed  int
 	mismatched     int
+	foreign        int
 	serverInjected int
 	noKey          int
 	plaintextSeen  int
@@ -58,6 +59,7 @@ type remoteReport struct {
 	Verified       int        `json:"frames_verified"`
 	DecryptFailed  int        `json:"decrypt_failed"`
 	Mismatched     int        `json:"content_mismatch"`
+	Foreign        int        `json:"foreign_frames"`
 	ServerInjected int        `json:"server_injected"`
 	NoKey          int        `json:"undecryptable_without_key"`
 	PlaintextSeen  int        `json:"plaintext_seen"`
@@ -169,10 +171,14 @@ func (s *session) frame(rt *remoteTrack, data []byte, receiver *webrtc.RTPReceiv
 	}
 	if plain != nil {
 		seq, err := verifyFrame(rt.kind, plain)
-		if err != nil {
+		switch {
+		case errors.Is(err, errForeign):
+			rt.foreign++
+			rt.noteError("verify: " + err.Error())
+		case err != nil:
 			rt.mismatched++
 			rt.noteError("verify: " + err.Error())
-		} else {
+		default:
 			rt.verified++
 			if rt.firstSeq < 0 {
 				rt.firstSeq = int64(seq)
@@ -245,6 +251,7 @@ func (rt *remoteTrack) report() remoteReport {
 		Verified:       rt.verified,
 		DecryptFailed:  rt.decryptFailed,
 		Mismatched:     rt.mismatched,
+		Foreign:        rt.foreign,
 		ServerInjected: rt.serverInjected,
 		NoKey:          rt.noKey,
 		PlaintextSeen:  rt.plaintextSeen,
