@@ -132,6 +132,7 @@ fn start_media(d: &Deployment, bin: &Path, key: &str, now: i64) -> Vec<Client> {
         publish: "audio,video",
         relay_only: false,
         until_frames: FRAMES,
+        verified_goal: false,
         expect_tracks: 4,
         hold: true,
         sdk_audio: false,
@@ -153,6 +154,7 @@ fn start_media(d: &Deployment, bin: &Path, key: &str, now: i64) -> Vec<Client> {
             Join {
                 relay_only: true,
                 sdk_audio: true,
+                verified_goal: true,
                 ..receiver(join("dave", b, Some(key)))
             },
         ),
@@ -194,6 +196,7 @@ fn refusals(d: &Deployment, bin: &Path, now: i64) -> Refusals {
             publish: "none",
             relay_only: false,
             until_frames: 0,
+            verified_goal: false,
             expect_tracks: 0,
             hold: true,
             sdk_audio: false,

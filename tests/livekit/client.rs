@@ -21,6 +21,8 @@ pub struct Join {
     pub relay_only: bool,
     /// Frames to receive on each of `expect_tracks` remote tracks (0: no goal).
     pub until_frames: u32,
+    /// Count only verified frames towards `until_frames` (else every frame received).
+    pub verified_goal: bool,
     pub expect_tracks: u32,
     /// After the goal, keep publishing until [`Client::finish`] closes stdin.
     pub hold: bool,
@@ -45,7 +47,12 @@ impl Client {
         cmd.arg("join")
             .args(["--url", &join.url, "--publish", join.publish])
             .args(["--timeout", &format!("{}ms", join.timeout.as_millis())])
-            .args(["--until-frames", &join.until_frames.to_string()])
+            .arg(if join.verified_goal {
+                "--until-verified"
+            } else {
+                "--until-frames"
+            })
+            .arg(join.until_frames.to_string())
             .args(["--expect-tracks", &join.expect_tracks.to_string()])
             .env("LKCLIENT_TOKEN", &join.token)
             .env_remove("LKCLIENT_KEY")

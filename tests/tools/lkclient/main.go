@@ -49,6 +49,7 @@ type options struct {
 	timeout      time.Duration
 	connectWait  time.Duration
 	untilFrames  int
+	goalVerified bool
 	expectTracks int
 	waitStdin    bool
 	sdkAudio     bool
@@ -68,7 +69,8 @@ func parseJoin(args []string) (options, error) {
 	fs.DurationVar(&o.duration, "duration", 0, "stop this long after joining (0: no limit)")
 	fs.DurationVar(&o.timeout, "timeout", 60*time.Second, "hard deadline for the whole run")
 	fs.DurationVar(&o.connectWait, "connect-timeout", 20*time.Second, "deadline for joining")
-	fs.IntVar(&o.untilFrames, "until-frames", 0, "goal: this many frames received on each of --expect-tracks remote tracks")
+	fs.IntVar(&o.untilFrames, "until-frames", 0, "goal: this many frames received (whatever became of them) on each of --expect-tracks remote tracks")
+	untilVerified := fs.Int("until-verified", 0, "goal: this many frames verified on each of --expect-tracks remote tracks")
 	fs.IntVar(&o.expectTracks, "expect-tracks", 2, "remote tracks the frame goal needs")
 	fs.BoolVar(&o.waitStdin, "wait-stdin", false, "after the goal or duration, keep publishing until stdin closes")
 	fs.BoolVar(&o.sdkAudio, "sdk-audio-decrypt", false,
@@ -79,6 +81,12 @@ func parseJoin(args []string) (options, error) {
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *untilVerified != 0 {
+		if o.untilFrames != 0 {
+			return o, errors.New("--until-frames and --until-verified are alternatives")
+		}
+		o.untilFrames, o.goalVerified = *untilVerified, true
 	}
 	if o.token == "" {
 		o.token = os.Getenv("LKCLIENT_TOKEN")

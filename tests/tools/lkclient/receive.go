@@ -229,9 +229,13 @@ func (rt *remoteTrack) fail(e string) {
 	rt.mu.Unlock()
 }
 
-func (rt *remoteTrack) received() int {
+// count is what counts towards the goal: frames verified, or frames received at all.
+func (rt *remoteTrack) count(verified bool) int {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
+	if verified {
+		return rt.verified
+	}
 	return rt.frames
 }
 

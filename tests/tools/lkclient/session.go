@@ -65,9 +65,11 @@ type result struct {
 }
 
 type goalDefinition struct {
-	Frames int  `json:"frames_per_track"`
-	Tracks int  `json:"tracks"`
-	Met    bool `json:"met"`
+	Frames int `json:"frames_per_track"`
+	// "received" or "verified": what counts towards Frames.
+	Counts string `json:"counts"`
+	Tracks int    `json:"tracks"`
+	Met    bool   `json:"met"`
 }
 
 func runJoin(o options) int {
@@ -308,7 +310,11 @@ func (s *session) finish(res result, outcome string, code int, reason string) in
 			met = true
 		default:
 		}
-		res.Goal = &goalDefinition{Frames: s.o.untilFrames, Tracks: s.o.expectTracks, Met: met}
+		counts := "received"
+		if s.o.goalVerified {
+			counts = "verified"
+		}
+		res.Goal = &goalDefinition{Frames: s.o.untilFrames, Counts: counts, Tracks: s.o.expectTracks, Met: met}
 	}
 	s.mu.Lock()
 	res.Participants = []string{}
@@ -354,7 +360,7 @@ func (s *session) checkGoal() {
 	s.mu.Lock()
 	n := 0
 	for _, rt := range s.remote {
-		if rt.received() >= s.o.untilFrames {
+		if rt.count(s.o.goalVerified) >= s.o.untilFrames {
 			n++
 		}
 	}
