@@ -142,6 +142,12 @@ pub struct Turn {
 /// rooms across nodes, its own TURN server off and coturn handed to clients with credentials
 /// livekit-server derives from the shared secret. `strict config` (the default) makes a
 /// misspelt key fail the start.
+///
+/// `rtc.ips.includes` is this test's adaptation: both nodes share one namespace and so see
+/// both addresses. Without it each node's UDP mux binds both, advertises both as `node_ip`,
+/// and also sends from the other address, which coturn drops (no permission for that peer):
+/// relay-only ICE then failed in 4 of 12 runs. A pod has one address; a node with several
+/// (hostNetwork) would need the same filter.
 pub fn livekit_yaml(node: &Node, redis: SocketAddr, turn: &Turn) -> String {
     format!(
         "\
