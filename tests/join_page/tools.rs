@@ -1,28 +1,13 @@
 //! The programs the browser test needs, found or built outside the namespace (which has no
-//! network): `livekit-server` from the Go module proxy into the tools cache, the page from
+//! network): `livekit-server` and `lkclient` from `tests/tools/build.sh livekit`, the page from
 //! `web/` with npm, Debian's Chromium and coturn.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
 
-/// The livekit-server version Conclave pins (later tags need LiveKit's pion forks, which the
-/// module proxy does not serve).
-pub const LIVEKIT_VERSION: &str = "v1.13.5";
-
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tools_cache() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CONCLAVE_TOOLS_CACHE") {
-        return PathBuf::from(dir);
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    base.join("conclave/tools")
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -33,93 +18,23 @@ fn on_path(name: &str) -> Option<PathBuf> {
     })
 }
 
-/// The LiveKit tool set's directory (livekit-server and lkclient) from `tests/tools/build.sh
-/// livekit`, when the script builds that set; `None` when it does not.
-fn livekit_set() -> Option<Result<PathBuf, String>> {
-    let script = repo().join("tests/tools/build.sh");
-    let text = std::fs::read_to_string(&script).ok()?;
-    if !text.contains("livekit)") {
-        return None;
-    }
-    let out = match Command::new("bash").arg(&script).arg("livekit").output() {
-        Ok(out) => out,
-        Err(e) => return Some(Err(format!("running {}: {e}", script.display()))),
-    };
-    if !out.status.success() {
-        return Some(Err(format!(
-            "tests/tools/build.sh livekit: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        )));
-    }
-    Some(Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())))
+/// The LiveKit tool set (livekit-server and lkclient), built by `tests/tools/build.sh livekit`
+/// from the module proxy into the tools cache, like the control plane.
+fn livekit_set() -> Result<PathBuf, String> {
+    testenv::livekit_bin_dir().map_err(|e| e.to_string())
 }
 
-/// lkclient, the Go test client: from `tests/tools/build.sh livekit` when the script builds
-/// it (then it is required), else one already in the tools cache, else none.
+/// lkclient, the Go test client.
 pub fn lkclient() -> Result<Option<PathBuf>, String> {
-    if let Some(set) = livekit_set() {
-        let path = set?.join("lkclient");
-        return path
-            .is_file()
-            .then_some(Some(path.clone()))
-            .ok_or(format!("{} is missing", path.display()));
-    }
-    let found = std::fs::read_dir(tools_cache())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("lkclient"))
-        .find(|p| p.is_file());
-    Ok(found)
+    Ok(Some(livekit_set()?.join("lkclient")))
 }
 
-/// `livekit-server`: `$CONCLAVE_LIVEKIT_SERVER`, else `tests/tools/build.sh livekit`'s when the
-/// script builds it, else one in the tools cache (whoever built it, under the same name), else
-/// built now with `go install` from the module proxy.
+/// `livekit-server`: `$CONCLAVE_LIVEKIT_SERVER`, else the one `tests/tools/build.sh livekit` built.
 pub fn livekit_server() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("CONCLAVE_LIVEKIT_SERVER") {
         return Ok(PathBuf::from(p));
     }
-    if let Some(set) = livekit_set() {
-        return Ok(set?.join("livekit-server"));
-    }
-    let cache = tools_cache();
-    let ours = cache.join(format!("livekit-{LIVEKIT_VERSION}")).join("livekit-server");
-    if ours.is_file() {
-        return Ok(ours);
-    }
-    if let Ok(entries) = std::fs::read_dir(&cache) {
-        for e in entries.flatten() {
-            let candidate = e.path().join("livekit-server");
-            if candidate.is_file() && e.file_name().to_string_lossy().contains(LIVEKIT_VERSION) {
-                return Ok(candidate);
-            }
-        }
-    }
-    let go = on_path("go").ok_or("no livekit-server in the tools cache and no `go` to build it")?;
-    let gobin = ours.with_file_name(".gobin");
-    eprintln!("[join-page] building livekit-server {LIVEKIT_VERSION} with go install (several minutes cold)");
-    let status = Command::new(go)
-        .args([
-            "install",
-            "-trimpath",
-            "-ldflags",
-            "-s -w",
-            &format!("github.com/livekit/livekit-server/cmd/server@{LIVEKIT_VERSION}"),
-        ])
-        .env("GOBIN", &gobin)
-        .env("CGO_ENABLED", "0")
-        .env("GOFLAGS", "-buildvcs=false")
-        .env("GOTOOLCHAIN", "local")
-        .status()
-        .map_err(|e| format!("go install: {e}"))?;
-    if !status.success() {
-        return Err(format!("go install livekit-server {LIVEKIT_VERSION}: {status}"));
-    }
-    std::fs::rename(gobin.join("server"), &ours).map_err(|e| format!("moving the built server: {e}"))?;
-    let _ = std::fs::remove_dir(&gobin);
-    Ok(ours)
+    Ok(livekit_set()?.join("livekit-server"))
 }
 
 /// Chromium: `$CONCLAVE_CHROMIUM`, else Debian's binary (not its wrapper script, whose flags
