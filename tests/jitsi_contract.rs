@@ -107,28 +107,26 @@ fn host_namespaces() -> String {
     format!("{} {}", ns_id("net"), ns_id("mnt"))
 }
 
-/// `unshare` with new network, mount and PID namespaces, or why none can be made.
+/// `unshare` with new network, mount and PID namespaces, or why none can be made. Real root is
+/// needed: the run mounts, `chroot`s and switches to the images' uid 1000.
 fn unshare() -> Result<Vec<&'static str>, String> {
-    let mut errors = String::new();
-    for cmd in [
-        &["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child"][..],
-        &[
-            "unshare",
-            "--map-root-user",
-            "--net",
-            "--mount",
-            "--pid",
-            "--fork",
-            "--kill-child",
-        ][..],
-    ] {
-        match Command::new(cmd[0]).args(&cmd[1..]).arg("true").output() {
-            Ok(out) if out.status.success() => return Ok(cmd.to_vec()),
-            Ok(out) => errors += &format!("{}: {}\n", cmd.join(" "), String::from_utf8_lossy(&out.stderr).trim()),
-            Err(e) => errors += &format!("{}: {e}\n", cmd.join(" ")),
-        }
+    if !jitsi::container::real_root() {
+        return Err(
+            "the Jitsi contract test must run as root (it mounts, chroots and runs the images' \
+                    processes as uid 1000, all inside namespaces of its own)"
+                .into(),
+        );
     }
-    Err(errors)
+    let cmd = vec!["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child"];
+    match Command::new(cmd[0]).args(&cmd[1..]).arg("true").output() {
+        Ok(out) if out.status.success() => Ok(cmd),
+        Ok(out) => Err(format!(
+            "{}: {}",
+            cmd.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Err(format!("{}: {e}", cmd.join(" "))),
+    }
 }
 
 /// Whether anything is still mounted under `dir` in this namespace (never true when the inner

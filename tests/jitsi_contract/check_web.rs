@@ -35,6 +35,8 @@ fn loaded_files(dump: &str) -> BTreeMap<String, String> {
                 out.insert(n, c);
             }
             current = Some((name.trim_end().trim_end_matches(':').to_string(), String::new()));
+        } else if line.starts_with("nginx: ") {
+            // nginx's own verdict on stderr, which shares the file with the dump.
         } else if let Some((_, c)) = current.as_mut() {
             c.push_str(line);
         }
@@ -303,4 +305,14 @@ pub fn without_ipv6(obs: &Observations) -> Verdict {
         });
     }
     f.verdict()
+}
+
+#[test]
+fn reads_nginx_dump_file_by_file() {
+    let dump = "nginx: the configuration file /a syntax is ok\n# configuration file /a:\nhttp {\n# x\n}\n\n\
+                # configuration file /b:\nx;\nnginx: configuration file /a test is successful\n";
+    let files = loaded_files(dump);
+    assert_eq!(files.len(), 2);
+    assert_eq!(files["/a"], "http {\n# x\n}\n\n");
+    assert_eq!(files["/b"], "x;\n");
 }

@@ -58,9 +58,6 @@ pub struct Root {
     pub dir: PathBuf,
     image: String,
     env: Vec<(String, String)>,
-    /// Whether processes can switch to uid 1000 (real root); under a user namespace they run as
-    /// the mapped root instead.
-    switch_user: bool,
 }
 
 fn run(cmd: &mut Command) {
@@ -180,7 +177,6 @@ impl Root {
             dir,
             image: pod.image.clone(),
             env,
-            switch_user: real_root(),
         }
     }
 
@@ -198,9 +194,12 @@ impl Root {
     pub fn command(&self, argv: &[&str]) -> Command {
         let mut cmd = Command::new("chroot");
         cmd.arg(&self.dir);
-        if self.switch_user {
-            cmd.args(["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"]);
-        }
+        // As the pod's security context has it: uid and gid 1000, no capabilities (setuid from
+        // root clears them), no privilege escalation.
+        cmd.arg("setpriv")
+            .arg(format!("--reuid={UID}"))
+            .arg(format!("--regid={UID}"))
+            .args(["--clear-groups", "--no-new-privs"]);
         cmd.args(["env", "-i"]);
         cmd.args(self.env.iter().map(|(k, v)| format!("{k}={v}")));
         cmd.args(argv);

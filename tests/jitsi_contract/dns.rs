@@ -106,3 +106,28 @@ impl Drop for Stub {
         }
     }
 }
+
+#[test]
+fn answers_only_the_fully_qualified_name() {
+    // A query for `name` (id 0x1234, RD), type A.
+    let query = |name: &str, qtype: u16| {
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.push(0);
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&[0, 1]);
+        q
+    };
+    let fqdn = "meet-prosody.conf.svc.cluster.local";
+    let ip = Ipv4Addr::new(192, 0, 2, 80);
+    let (reply, log) = answer(&query(fqdn, TYPE_A), fqdn, ip).expect("reply");
+    assert_eq!((reply[3] & 0x0f, reply[7]), (0, 1), "NOERROR with one answer: {log}");
+    assert_eq!(&reply[reply.len() - 4..], &ip.octets());
+    let (reply, log) = answer(&query("meet-prosody.conf.svc", TYPE_A), fqdn, ip).expect("reply");
+    assert_eq!((reply[3] & 0x0f, reply[7]), (3, 0), "NXDOMAIN: {log}");
+    let (reply, _) = answer(&query(fqdn, 28), fqdn, ip).expect("reply");
+    assert_eq!((reply[3] & 0x0f, reply[7]), (0, 0), "no AAAA record");
+}

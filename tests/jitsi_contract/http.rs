@@ -289,3 +289,18 @@ pub fn websocket(addr: SocketAddr, host: &str, target: &str) -> Reply {
 pub fn expected_accept() -> String {
     ws_accept(WS_KEY)
 }
+
+#[test]
+fn chunked_bodies_and_websocket_frames_round_trip() {
+    assert_eq!(
+        dechunk(b"4\r\nWiki\r\n5;x=y\r\npedia\r\n0\r\n\r\n").as_deref(),
+        Some(&b"Wikipedia"[..])
+    );
+    assert_eq!(dechunk(b"9\r\nshort\r\n"), None);
+    let masked = frame(b"<open/>", Some([9, 8, 7, 6]));
+    assert_eq!(read_frame(&mut &masked[..]).expect("frame"), b"<open/>");
+    let mut long = vec![0x81, 126, 0, 200];
+    long.extend(std::iter::repeat_n(b'x', 200));
+    assert_eq!(read_frame(&mut &long[..]).expect("frame").len(), 200);
+    assert_eq!(ws_accept("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+}
