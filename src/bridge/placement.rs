@@ -59,6 +59,33 @@ pub fn plan<'a>(
         .collect()
 }
 
+/// The addresses a Service's load balancer reports in its status: IPs, and host names for
+/// load balancers that only have a DNS name (AWS NLB, for one).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadBalancer {
+    pub ips: Vec<String>,
+    pub hostnames: Vec<String>,
+}
+
+/// What `status.loadBalancer.ingress` of a Service (as JSON) holds; empty while pending.
+pub fn load_balancer(service: &serde_json::Value) -> LoadBalancer {
+    let mut lb = LoadBalancer::default();
+    let ingress = service
+        .pointer("/status/loadBalancer/ingress")
+        .and_then(|i| i.as_array())
+        .into_iter()
+        .flatten();
+    for i in ingress {
+        let field = |k: &str| i.get(k).and_then(|v| v.as_str()).filter(|v| !v.is_empty());
+        if let Some(ip) = field("ip") {
+            lb.ips.push(ip.to_string());
+        } else if let Some(host) = field("hostname") {
+            lb.hostnames.push(host.to_string());
+        }
+    }
+    lb
+}
+
 /// A Node's ExternalIP, the address media reaches it on.
 pub fn external_ip(node: &Node) -> Option<String> {
     node.status

@@ -260,15 +260,7 @@ fn ready_turn(cx: &Context, bridge: &Bridge, ns: &str, name: &str) -> bool {
 
 fn lb_address(services: &Store<DynamicObject>, ns: &str, name: &str) -> Option<String> {
     let svc = services.get(&ObjectRef::new_with(name, super::Kind::Service.resource()).within(ns))?;
-    let ingress = svc
-        .data
-        .get("status")?
-        .get("loadBalancer")?
-        .get("ingress")?
-        .as_array()?;
-    ingress
-        .iter()
-        .find_map(|i| i.get("ip").and_then(|v| v.as_str()).map(str::to_string))
+    placement::load_balancer(&svc.data).ips.into_iter().next()
 }
 
 /// Creates the generated Secret once, with random values, and replaces values only when a

@@ -7,7 +7,7 @@
 //! TURN off and on with each of its exposures, one to three SFU replicas, a NAT-advertised
 //! address, an internal load balancer in a denied range, and a privileged media port. Guest
 //! links are a Meeting matter that changes nothing in a Bridge's containers (`ENABLE_GUESTS=0`
-//! in every mode, see `conclave::bridge::build::auth_env`), so the matrix does not vary them.
+//! in every mode, see `conclave::engine::jitsi::auth_env`), so the matrix does not vary them.
 
 use conclave::api::BridgeSpec;
 use conclave::api::Exposure;

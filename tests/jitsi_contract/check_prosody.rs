@@ -171,7 +171,7 @@ pub fn prosody_turn(obs: &Observations) -> Verdict {
     let mut f = Failures::default();
     for (case, run) in runs(obs) {
         let t = case.spec().turn;
-        let ttl = conclave::bridge::build::parse_duration(&t.credential_ttl)
+        let ttl = conclave::duration::parse_duration(&t.credential_ttl)
             .expect("ttl")
             .as_secs() as i64;
         let mut want = BTreeSet::new();
@@ -268,7 +268,7 @@ pub fn prosody_loads_own_module(obs: &Observations) -> Verdict {
     let mut f = Failures::default();
     for (case, run) in runs(obs) {
         let log = &run.prosody.start.log;
-        let module = conclave::bridge::rooms::MODULE;
+        let module = conclave::engine::jitsi::rooms::MODULE;
         f.check(
             case.id,
             run.prosody.start.listening && !log.contains(&format!("Unable to load module '{module}'")),

@@ -1,22 +1,19 @@
 //! The one place the contract test calls the operator: a Bridge and a simulated cluster in, the
 //! Jitsi pods the operator would run out, each with exactly the values its container would see.
-//! Everything comes from the operator's own planning and builders (`plan_sfu`, `Ctx`,
-//! `build::desired`); the only values made up here are those Kubernetes would supply: Secret
+//! Everything comes from the operator's own planning and builders (`placement::plan`, `Ctx`,
+//! `engine::desired`); the only values made up here are those Kubernetes would supply: Secret
 //! contents, downward-API fields and pod names.
 
 use std::collections::BTreeMap;
 
 use conclave::api::{Bridge, BridgeSpec};
 use conclave::bridge::context::{Ctx, SfuReplica};
-use conclave::bridge::{build, coturn};
+use conclave::bridge::{coturn, placement};
 use conclave::child::Child;
-use conclave::controller::Kind;
-use conclave::controller::bridge::plan_sfu;
-use k8s_openapi::api::core::v1::{Container, EnvVar, Node, PodSpec};
+use conclave::engine;
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::DynamicObject;
-use kube::runtime::reflector::store::Writer;
-use kube::runtime::watcher::Event;
+use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
 
 use super::cases::Case;
@@ -73,22 +70,19 @@ pub fn render(case: &Case) -> Output {
     bridge.metadata.namespace = Some(case.namespace.clone());
     bridge.metadata.uid = Some("00000000-0000-4000-8000-000000000000".into());
 
-    let mut nodes = Writer::<Node>::default();
-    for node in case.nodes() {
-        nodes.apply_watcher_event(&Event::Apply(node));
-    }
-    let mut services = Writer::<DynamicObject>::new(Kind::Service.resource());
-    for svc in case.load_balancers() {
-        services.apply_watcher_event(&Event::Apply(svc));
-    }
-    let sfu: Vec<SfuReplica> = plan_sfu(
-        &bridge,
-        spec.sfu.replicas,
-        &nodes.as_reader(),
-        &services.as_reader(),
-        &case.namespace,
-        &case.bridge,
-    );
+    let nodes = case.nodes();
+    let services = case.load_balancers();
+    // What the reconciler reads from its Service cache: the load balancer's status, by name.
+    let lb = |name: &str| {
+        services
+            .iter()
+            .find(|s| s.name_any() == name)
+            .map(|s| placement::load_balancer(&s.data))
+            .unwrap_or_default()
+    };
+    let sfu: Vec<SfuReplica> = placement::plan(&spec, &case.bridge, spec.sfu.replicas, &nodes, |svc| {
+        lb(svc).ips.into_iter().next()
+    });
     let owner = OwnerReference {
         api_version: "conclave.dev/v1alpha1".into(),
         kind: "Bridge".into(),
@@ -100,7 +94,7 @@ pub fn render(case: &Case) -> Output {
     let mut ctx = Ctx::new(&case.bridge, &case.namespace, owner, &spec, sfu);
     // The certificate has been issued: the state every Bridge spends its life in.
     ctx.tls_secret = Some(case.tls_secret_name());
-    let children = build::desired(&ctx).unwrap_or_else(|e| panic!("case {}: the builders fail: {e}", case.id));
+    let children = engine::desired(&ctx).unwrap_or_else(|e| panic!("case {}: the builders fail: {e}", case.id));
     let pods = jitsi_pods(case, &ctx, &children);
     let turnserver_conf = spec
         .turn
