@@ -43,22 +43,6 @@ use jitsi::{checks, observe, tools};
 
 /// Checks the current operator fails: (check, finding of issue 10, fragment of the failure).
 const EXPECTED_FAILURES: &[(&str, &str, &str)] = &[
-    ("web_bosh_reaches_prosody", "1", "GET /http-bind: 502"),
-    (
-        "web_websocket_reaches_prosody",
-        "1",
-        "websocket upgrade on /xmpp-websocket: 502",
-    ),
-    (
-        "web_starts_without_ipv6",
-        "2",
-        "Address family not supported by protocol",
-    ),
-    (
-        "prosody_listens_ipv4_only",
-        "2",
-        "Failed to open server port 5222 on ::",
-    ),
     ("jvb_can_bind_its_media_port", "3", "JVB_PORT 443 is below 1024"),
     ("prosody_turn_at_turn_address", "4", "TURN announced as"),
     ("prosody_stun_announced", "5", "STUN announced as []"),

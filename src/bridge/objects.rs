@@ -289,6 +289,7 @@ pub(crate) mod fixtures {
                 block_owner_deletion: Some(true),
             },
             images: spec.images.resolve(),
+            cluster: Default::default(),
             secret_name: "meet-secrets".into(),
             tls_secret: Some("meet-tls".into()),
             secrets_revision: None,

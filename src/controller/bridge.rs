@@ -92,7 +92,7 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     let owner = bridge
         .controller_owner_ref(&())
         .ok_or(Error::MissingField("metadata.uid"))?;
-    let mut ctx = Ctx::new(&name, &ns, owner, &bridge.spec, sfu);
+    let mut ctx = Ctx::new(&name, &ns, owner, &bridge.spec, sfu, &cx.cluster);
     ctx.room_limits = meeting::room_limits(
         hosted
             .iter()

@@ -84,6 +84,8 @@ pub struct Context {
     pub cert_manager: bool,
     /// What "now" is for schedules and certificate renewal.
     pub clock: Clock,
+    /// The cluster the Bridges run in, from the operator's flags.
+    pub cluster: crate::bridge::context::Cluster,
     pub bridges: Store<Bridge>,
     pub meetings: Store<Meeting>,
     /// The credentials Secrets of Meetings.

@@ -5,7 +5,8 @@
 //! Between them the cases cover every `sfu.media.exposure`, every TLS source (Conclave's own
 //! CA, `secretName`, `issuerRef` to an Issuer and a ClusterIssuer), `auth.mode` JWT and Open,
 //! TURN off and on with each of its exposures, one to three SFU replicas, a NAT-advertised
-//! address, an internal load balancer in a denied range, and a privileged media port. Guest
+//! address, an internal load balancer in a denied range, a privileged media port, and a
+//! cluster with another DNS domain and IPv6. Guest
 //! links are a Meeting matter that changes nothing in a Bridge's containers (`ENABLE_GUESTS=0`
 //! in every mode, see `conclave::engine::jitsi::auth_env`), so the matrix does not vary them.
 
@@ -16,15 +17,27 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::DynamicObject;
 use serde_json::json;
 
-/// The cluster domain of every simulated cluster (Kubernetes' default).
-pub const CLUSTER_DOMAIN: &str = "cluster.local";
-
-/// What exists in the cluster around a Bridge: nodes with their external addresses, and the
-/// addresses its load balancers got.
+/// What exists in the cluster around a Bridge: nodes with their external addresses, the
+/// addresses its load balancers got, and what the operator's flags say about the cluster.
 pub struct Cluster {
     pub nodes: &'static [(&'static str, &'static str)],
     /// (Service name suffix after `<bridge>-`, ingress IP).
     pub load_balancers: &'static [(&'static str, &'static str)],
+    /// The cluster's DNS domain (`--cluster-domain`).
+    pub domain: &'static str,
+    /// Whether pods have IPv6 (`--ipv6`).
+    pub ipv6: bool,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            nodes: &[],
+            load_balancers: &[],
+            domain: "cluster.local",
+            ipv6: false,
+        }
+    }
 }
 
 pub struct Case {
@@ -45,6 +58,7 @@ pub fn all() -> Vec<Case> {
             Cluster {
                 nodes: &[("node-a", "203.0.113.10"), ("node-b", "203.0.113.11")],
                 load_balancers: &[("turn", "203.0.113.50")],
+                ..Cluster::default()
             },
         ),
         Case::new(
@@ -61,6 +75,7 @@ pub fn all() -> Vec<Case> {
             Cluster {
                 nodes: &[("node-1", "203.0.113.21")],
                 load_balancers: &[],
+                ..Cluster::default()
             },
         ),
         Case::new(
@@ -80,6 +95,8 @@ pub fn all() -> Vec<Case> {
                     ("sfu-1", "203.0.113.61"),
                     ("sfu-2", "203.0.113.62"),
                 ],
+                domain: "k8s.internal",
+                ipv6: true,
             },
         ),
         Case::new(
@@ -97,6 +114,7 @@ pub fn all() -> Vec<Case> {
             Cluster {
                 nodes: &[("w1", "203.0.113.41"), ("w2", "203.0.113.42")],
                 load_balancers: &[("sfu-0", "10.30.0.1"), ("sfu-1", "10.30.0.2")],
+                ..Cluster::default()
             },
         ),
         Case::new(
@@ -110,6 +128,7 @@ pub fn all() -> Vec<Case> {
             Cluster {
                 nodes: &[("c1", "203.0.113.51")],
                 load_balancers: &[("sfu-0", "10.20.0.5"), ("sfu-1", "10.20.0.6"), ("turn", "203.0.113.70")],
+                ..Cluster::default()
             },
         ),
         Case::new(
@@ -123,6 +142,7 @@ pub fn all() -> Vec<Case> {
             Cluster {
                 nodes: &[("e1", "203.0.113.81")],
                 load_balancers: &[("turn", "203.0.113.82")],
+                ..Cluster::default()
             },
         ),
     ]
@@ -153,7 +173,15 @@ impl Case {
 
     /// The name nginx (whose resolver has no search list) must be given for prosody.
     pub fn prosody_fqdn(&self) -> String {
-        format!("{}-prosody.{}.svc.{CLUSTER_DOMAIN}", self.bridge, self.namespace)
+        format!("{}-prosody.{}.svc.{}", self.bridge, self.namespace, self.cluster.domain)
+    }
+
+    /// What the operator is told about the cluster.
+    pub fn operator_cluster(&self) -> conclave::bridge::context::Cluster {
+        conclave::bridge::context::Cluster {
+            domain: self.cluster.domain.into(),
+            ipv6: self.cluster.ipv6,
+        }
     }
 
     /// The Secret the Bridge's certificate lives in once issued.

@@ -229,14 +229,17 @@ pub fn prosody_stun(obs: &Observations) -> Verdict {
     f.verdict()
 }
 
+/// prosody listens on IPv6 exactly when the operator was told the cluster has it.
 pub fn prosody_ipv4(obs: &Observations) -> Verdict {
     let mut f = Failures::default();
     for (case, run) in runs(obs) {
         for key in ["c2s_interfaces", "http_interfaces"] {
             let v = strings(prosody_opt(run, "*", key));
-            f.check(case.id, !v.iter().any(|i| i.contains(':')), || {
+            let v6 = v.iter().any(|i| i.contains(':'));
+            f.check(case.id, v6 == case.cluster.ipv6, || {
                 format!(
-                    "{key} = {v:?}: on a kernel without IPv6 prosody logs {:?}",
+                    "{key} = {v:?} (cluster IPv6: {}): on a kernel without IPv6 prosody logs {:?}",
+                    case.cluster.ipv6,
                     lines_with(&run.prosody.without_ipv6.log, "Failed to open server port")
                 )
             });

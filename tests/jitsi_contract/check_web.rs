@@ -289,18 +289,28 @@ pub fn third_party(obs: &Observations) -> Verdict {
     })
 }
 
+/// Without `--ipv6` nginx must start on a kernel without IPv6; with it, it must listen on IPv6.
 pub fn without_ipv6(obs: &Observations) -> Verdict {
     let mut f = Failures::default();
     for (case, run) in runs(obs) {
+        let site = rendered(run, "web", "/run/web/config/nginx/site-confs/default");
+        let v6 = site.lines().any(|l| l.trim().starts_with("listen [::]:8000"));
+        f.check(case.id, v6 == case.cluster.ipv6, || {
+            format!(
+                "the operator says the cluster {} IPv6, nginx listens on: {}",
+                if case.cluster.ipv6 { "has" } else { "has no" },
+                lines_with(site, "listen")
+            )
+        });
+        if case.cluster.ipv6 {
+            continue;
+        }
         let s = &run.web.without_ipv6;
         f.check(case.id, s.listening, || {
             format!(
                 "nginx on a kernel without IPv6 did not start: {}\nnginx.conf: {}",
                 s.log.trim(),
-                lines_with(
-                    rendered(run, "web", "/run/web/config/nginx/site-confs/default"),
-                    "listen"
-                )
+                lines_with(site, "listen")
             )
         });
     }

@@ -102,7 +102,7 @@ fn network() {
 /// What the kubelet writes into a pod's resolv.conf (ClusterFirst policy).
 fn resolv_conf(work: &Path, case: &Case) -> PathBuf {
     let path = work.join(format!("{}-resolv.conf", case.id));
-    let d = cases::CLUSTER_DOMAIN;
+    let d = case.cluster.domain;
     let ns = &case.namespace;
     fs::write(
         &path,

@@ -91,7 +91,14 @@ pub fn render(case: &Case) -> Output {
         controller: Some(true),
         block_owner_deletion: Some(true),
     };
-    let mut ctx = Ctx::new(&case.bridge, &case.namespace, owner, &spec, sfu);
+    let mut ctx = Ctx::new(
+        &case.bridge,
+        &case.namespace,
+        owner,
+        &spec,
+        sfu,
+        &case.operator_cluster(),
+    );
     // The certificate has been issued: the state every Bridge spends its life in.
     ctx.tls_secret = Some(case.tls_secret_name());
     let children = engine::desired(&ctx).unwrap_or_else(|e| panic!("case {}: the builders fail: {e}", case.id));

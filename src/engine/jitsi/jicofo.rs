@@ -88,7 +88,7 @@ mod tests {
         let pod = spec.template.spec.expect("pod");
         let c = &pod.containers[0];
         let v = |n| env_value(c, n);
-        assert_eq!(v("XMPP_SERVER").as_deref(), Some("meet-prosody.conf.svc"));
+        assert_eq!(v("XMPP_SERVER").as_deref(), Some("meet-prosody.conf.svc.cluster.local"));
         assert_eq!(
             v("XMPP_INTERNAL_MUC_DOMAIN").as_deref(),
             Some("internal-muc.meet.example.com")

@@ -169,7 +169,7 @@ mod tests {
         assert_eq!(v("JVB_DISABLE_STUN").as_deref(), Some("1"));
         assert_eq!(v("COLIBRI_REST_ENABLED").as_deref(), Some("true"));
         assert_eq!(v("SHUTDOWN_REST_ENABLED").as_deref(), Some("true"));
-        assert_eq!(v("XMPP_SERVER").as_deref(), Some("meet-prosody.conf.svc"));
+        assert_eq!(v("XMPP_SERVER").as_deref(), Some("meet-prosody.conf.svc.cluster.local"));
         assert_eq!(
             env_secret_key(c, "JVB_AUTH_PASSWORD").as_deref(),
             Some(secrets::JVB_PASSWORD)

@@ -66,6 +66,12 @@ pub(crate) fn jitsi_env(ctx: &Ctx) -> Vec<EnvVar> {
     ]
 }
 
+/// `ENABLE_IPV6`, read by web (nginx's `listen [::]`) and prosody (its `::` interfaces). The
+/// images default to on, and both then fail to listen on a kernel without IPv6.
+pub(crate) fn ipv6_env(ctx: &Ctx) -> EnvVar {
+    env("ENABLE_IPV6", if ctx.cluster.ipv6 { "1" } else { "0" })
+}
+
 /// Authentication switches read by web, prosody and jicofo.
 ///
 /// `ENABLE_GUESTS=0` with JWT: a guest link is a token for its room too, so no anonymous

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, Service, ServiceSpec};
 
-use super::{JVB_AUTH_USER, auth_env, jitsi_env, jitsi_scratch};
+use super::{JVB_AUTH_USER, auth_env, ipv6_env, jitsi_env, jitsi_scratch};
 use crate::api::bridge::AuthMode;
 use crate::bridge::context::{Ctx, restricted_container, restricted_pod};
 use crate::bridge::objects::{
@@ -65,6 +65,7 @@ pub fn env_vars(ctx: &Ctx) -> Result<Vec<EnvVar>, serde_json::Error> {
     e.extend([
         env("PUBLIC_URL", format!("https://{}", ctx.spec.domain)),
         env("ENABLE_XMPP_WEBSOCKET", "1"),
+        ipv6_env(ctx),
         // The lobby component exists; moderators switch it on per room.
         env("ENABLE_LOBBY", "1"),
         // Loads Jitsi's muc_max_occupants, which enforces the per-room limits that
@@ -186,7 +187,7 @@ mod tests {
         assert_eq!(v("XMPP_DOMAIN").as_deref(), Some("meet.example.com"));
         assert_eq!(v("XMPP_AUTH_DOMAIN").as_deref(), Some("auth.meet.example.com"));
         assert_eq!(v("XMPP_GUEST_DOMAIN").as_deref(), Some("guest.meet.example.com"));
-        assert_eq!(v("XMPP_SERVER").as_deref(), Some("meet-prosody.conf.svc"));
+        assert_eq!(v("XMPP_SERVER").as_deref(), Some("meet-prosody.conf.svc.cluster.local"));
         assert_eq!(v("ENABLE_AUTH").as_deref(), Some("1"));
         assert_eq!(v("AUTH_TYPE").as_deref(), Some("jwt"));
         assert_eq!(v("ENABLE_GUESTS").as_deref(), Some("0"));

@@ -10,7 +10,7 @@ use k8s_openapi::api::networking::v1::{
     IngressTLS, ServiceBackendPort,
 };
 
-use super::{auth_env, jitsi_env, jitsi_scratch, prosody};
+use super::{auth_env, ipv6_env, jitsi_env, jitsi_scratch, prosody};
 use crate::api::E2eePolicy;
 use crate::bridge::context::{Ctx, restricted_container, restricted_pod};
 use crate::bridge::objects::{
@@ -93,6 +93,7 @@ pub fn env_vars(ctx: &Ctx) -> Vec<EnvVar> {
             format!("http://{}:{}", ctx.service_host("prosody"), prosody::HTTP_PORT),
         ),
         env("ENABLE_XMPP_WEBSOCKET", "1"),
+        ipv6_env(ctx),
         // TLS ends at the Ingress; nginx then listens on 8000 only and needs no /storage.
         env("DISABLE_HTTPS", "1"),
         env("ENABLE_HTTP_REDIRECT", "0"),
@@ -196,6 +197,7 @@ fn ingress(ctx: &Ctx) -> Option<Ingress> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bridge::context::Cluster;
     use crate::bridge::objects::fixtures::{env_value, sample_ctx};
 
     #[test]
@@ -213,9 +215,10 @@ mod tests {
         assert_eq!(v("PUBLIC_URL").as_deref(), Some("https://meet.example.com"));
         assert_eq!(
             v("XMPP_BOSH_URL_BASE").as_deref(),
-            Some("http://meet-prosody.conf.svc:5280")
+            Some("http://meet-prosody.conf.svc.cluster.local:5280")
         );
         assert_eq!(v("DISABLE_HTTPS").as_deref(), Some("1"));
+        assert_eq!(v("ENABLE_IPV6").as_deref(), Some("0"));
         assert_eq!(v("ENABLE_XMPP_WEBSOCKET").as_deref(), Some("1"));
         assert_eq!(v("XMPP_MUC_DOMAIN").as_deref(), Some("muc.meet.example.com"));
         let mounts = c.volume_mounts.clone().unwrap_or_default();
@@ -225,6 +228,22 @@ mod tests {
                 .any(|m| m.mount_path == "/config" && m.read_only == Some(true) && m.sub_path.is_none())
         );
         assert!(mounts.iter().any(|m| m.mount_path == "/run"));
+    }
+
+    #[test]
+    fn cluster_domain_and_ipv6_come_from_the_operator() {
+        let mut ctx = sample_ctx();
+        ctx.cluster = Cluster {
+            domain: "k8s.internal".into(),
+            ipv6: true,
+        };
+        let e = env_vars(&ctx);
+        let v = |n: &str| e.iter().find(|x| x.name == n).and_then(|x| x.value.clone());
+        assert_eq!(
+            v("XMPP_BOSH_URL_BASE").as_deref(),
+            Some("http://meet-prosody.conf.svc.k8s.internal:5280")
+        );
+        assert_eq!(v("ENABLE_IPV6").as_deref(), Some("1"));
     }
 
     #[test]
