@@ -43,7 +43,6 @@ use jitsi::{checks, observe, tools};
 
 /// Checks the current operator fails: (check, finding of issue 10, fragment of the failure).
 const EXPECTED_FAILURES: &[(&str, &str, &str)] = &[
-    ("jvb_can_bind_its_media_port", "3", "JVB_PORT 443 is below 1024"),
     ("prosody_turn_at_turn_address", "4", "TURN announced as"),
     ("prosody_stun_announced", "5", "STUN announced as []"),
     (

@@ -187,6 +187,7 @@ pub struct IngressSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.maxReplicas) || self.maxReplicas >= self.replicas").message("spec.sfu.maxReplicas must be at least spec.sfu.replicas").field_path(".maxReplicas"))]
 #[x_kube(validation = Rule::new("!has(self.media.port) || self.media.port + (has(self.maxReplicas) ? self.maxReplicas : self.replicas) - 1 <= 65535").message("spec.sfu.media.port: every replica needs its own port (port + maxReplicas - 1 must not exceed 65535)").field_path(".media.port"))]
+#[x_kube(validation = Rule::new("!has(self.media.port) || self.media.port >= 1024").message("spec.sfu.media.port: must be at least 1024; the SFU runs unprivileged (no capabilities) and cannot bind a lower port").field_path(".media.port"))]
 pub struct Sfu {
     /// Minimum number of SFU pods, kept even when no Meeting needs them.
     #[serde(default = "one")]
@@ -278,7 +279,8 @@ pub struct Media {
     #[serde(default)]
     pub exposure: Exposure,
     /// Base UDP port; replica N uses `port + N`. Defaults to 31000 for NodePort (inside the
-    /// default NodePort range) and 10000 otherwise.
+    /// default NodePort range) and 10000 otherwise. At least 1024: the SFU runs as an
+    /// unprivileged user without capabilities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,

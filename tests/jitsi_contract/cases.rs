@@ -5,8 +5,8 @@
 //! Between them the cases cover every `sfu.media.exposure`, every TLS source (Conclave's own
 //! CA, `secretName`, `issuerRef` to an Issuer and a ClusterIssuer), `auth.mode` JWT and Open,
 //! TURN off and on with each of its exposures, one to three SFU replicas, a NAT-advertised
-//! address, an internal load balancer in a denied range, a privileged media port, and a
-//! cluster with another DNS domain and IPv6. Guest
+//! address, an internal load balancer in a denied range, and a cluster with another DNS domain
+//! and IPv6. (A media port below 1024 is refused at admission: `tests/invalid/`.) Guest
 //! links are a Meeting matter that changes nothing in a Bridge's containers (`ENABLE_GUESTS=0`
 //! in every mode, see `conclave::engine::jitsi::auth_env`), so the matrix does not vary them.
 
@@ -131,13 +131,15 @@ pub fn all() -> Vec<Case> {
                 ..Cluster::default()
             },
         ),
+        // A privileged media port (443) is refused at admission now (tests/invalid/); the
+        // case keeps HostPort media with JWT and a TURN load balancer in the matrix.
         Case::new(
-            "hostport-privileged-port",
+            "hostport-jwt-turnlb",
             "edge",
             "edge",
             json!({
                 "domain": "edge.example.com",
-                "sfu": {"replicas": 1, "media": {"exposure": "HostPort", "port": 443}}
+                "sfu": {"replicas": 1, "media": {"exposure": "HostPort", "port": 4443}}
             }),
             Cluster {
                 nodes: &[("e1", "203.0.113.81")],

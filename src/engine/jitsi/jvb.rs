@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Container, ContainerPort, EnvVar, ExecAction, L
 use super::{JVB_AUTH_USER, JVB_BREWERY_MUC, jitsi_env, jitsi_scratch};
 use crate::api::Exposure;
 use crate::bridge::context::{Ctx, SfuReplica, restricted_container, restricted_pod};
-use crate::bridge::objects::{container_port, env, field_env, http_probe, requests, secret_env, service_port};
+use crate::bridge::objects::{container_port, env, field_env, http_probe, invalid, requests, secret_env, service_port};
 use crate::bridge::secrets;
 use crate::bridge::sfu::{self, ReplicaPod};
 use crate::child::Child;
@@ -23,7 +23,16 @@ pub const GRACEFUL_SHUTDOWN: &str = "/usr/share/jitsi-videobridge/graceful_shutd
 pub fn build(ctx: &Ctx) -> Result<Vec<Child>, serde_json::Error> {
     sfu::build(
         ctx,
-        |r| Ok(pod(ctx, r)),
+        |r| {
+            // Admission refuses these; an object stored before that rule may still carry one.
+            if r.port < 1024 {
+                return Err(invalid(format!(
+                    "spec.sfu.media.port: replica {} would listen on {}, below 1024, which the unprivileged videobridge cannot bind",
+                    r.index, r.port
+                )));
+            }
+            Ok(pod(ctx, r))
+        },
         |r| vec![service_port("media", r.port, r.port, "UDP")],
     )
 }
@@ -252,6 +261,16 @@ mod tests {
         assert_eq!(spec.service_name, None);
         let c = &spec.template.spec.expect("pod").containers[0];
         assert_eq!(c.ports.as_ref().expect("ports")[0].host_port, Some(31000));
+    }
+
+    #[test]
+    fn a_privileged_port_is_refused_not_rendered() {
+        let mut ctx = sample_ctx();
+        ctx.sfu[1].port = 1023;
+        let err = build(&ctx).expect_err("refused");
+        assert!(err.to_string().contains("spec.sfu.media.port"), "{err}");
+        ctx.sfu[1].port = 1024;
+        assert!(build(&ctx).is_ok());
     }
 
     #[test]
