@@ -46,17 +46,6 @@ const EXPECTED_FAILURES: &[(&str, &str, &str)] = &[
     ("prosody_turn_at_turn_address", "4", "TURN announced as"),
     ("prosody_stun_announced", "5", "STUN announced as []"),
     (
-        "web_e2ee_encoded_transform_on",
-        "6",
-        "config.enableEncodedTransformSupport = null",
-    ),
-    (
-        "web_transcription_off_keeps_image_settings",
-        "8",
-        "config.transcription = {\"enabled\":false}",
-    ),
-    ("web_local_recording_off", "8", "\"disable\":false"),
-    (
         "turn_relays_to_own_sfu_endpoints",
         "9",
         "SFU replica 0 at 10.20.0.5 is in a denied range",

@@ -47,10 +47,14 @@ pub fn build(ctx: &Ctx) -> Result<Vec<Child>, serde_json::Error> {
 /// Client settings appended to the generated `config.js`.
 ///
 /// E2EE is a client feature that jitsi-meet offers whenever the browser supports it, unless
-/// `config.e2ee.disabled` is set; this never sets it, under either policy. What it does turn off
-/// are the features that need a server-side participant to see media or speech in clear
-/// (recording, live streaming, transcription), which cannot work on encrypted media, and
-/// requests to third parties (avatars, external scripts), which would leak who meets.
+/// `config.e2ee.disabled` is set; this never sets it, under either policy. It turns on
+/// encoded-transform support, the standard API Firefox and Safari implement E2EE with (Chromium
+/// also has the older insertable streams). What it turns off are the features that need a
+/// server-side participant to see media or speech in clear (recording, live streaming,
+/// transcription), which cannot work on encrypted media, local recording (the browser records
+/// the decrypted conference to a file), and requests to third parties (avatars, external
+/// scripts), which would leak who meets. Objects the image's `config.js` fills are merged, not
+/// replaced, so its other keys (e.g. `transcription.disableClosedCaptions`) survive.
 /// P2P (two participants, media not through the SFU) stays on as in upstream: it is
 /// DTLS-SRTP between the two browsers, and jitsi-meet applies E2EE to it as well.
 pub fn custom_config(ctx: &Ctx) -> String {
@@ -62,11 +66,13 @@ pub fn custom_config(ctx: &Ctx) -> String {
         "// Rendered by Conclave; edits are overwritten.".to_string(),
         format!("// spec.e2ee: {policy}. Nothing below may disable end-to-end encryption."),
         "config.e2ee = Object.assign({}, config.e2ee, { externallyManagedKey: false });".into(),
+        "config.enableEncodedTransformSupport = true;".into(),
         "config.recordingService = { enabled: false, sharingEnabled: false };".into(),
         "config.fileRecordingsEnabled = false;".into(),
         "config.liveStreaming = { enabled: false };".into(),
         "config.liveStreamingEnabled = false;".into(),
-        "config.transcription = { enabled: false };".into(),
+        "config.transcription = Object.assign({}, config.transcription, { enabled: false });".into(),
+        "config.localRecording = Object.assign({}, config.localRecording, { disable: true });".into(),
         "config.disableThirdPartyRequests = true;".into(),
         String::new(),
     ]
@@ -255,6 +261,8 @@ mod tests {
             assert!(!js.contains("disabled"), "{js}");
             assert!(!js.contains("disableE2EE"), "{js}");
             assert!(js.contains("recordingService = { enabled: false"), "{js}");
+            assert!(js.contains("config.enableEncodedTransformSupport = true;"), "{js}");
+            assert!(js.contains("config.localRecording, { disable: true }"), "{js}");
         }
     }
 
