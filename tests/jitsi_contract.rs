@@ -50,12 +50,6 @@ const EXPECTED_FAILURES: &[(&str, &str, &str)] = &[
         "9",
         "SFU replica 0 at 10.20.0.5 is in a denied range",
     ),
-    (
-        "jvb_private_candidates_off",
-        "10",
-        "advertise-private-candidates = true",
-    ),
-    ("env_every_variable_is_read", "10", "web: AUTH_TYPE"),
 ];
 
 const INNER: &str = "inner_run";

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, ContainerPort, EnvVar, ExecAction, Lifecycle, LifecycleHandler};
 
-use super::{JVB_AUTH_USER, JVB_BREWERY_MUC, jitsi_env, jitsi_scratch};
+use super::{Image, JVB_AUTH_USER, JVB_BREWERY_MUC, jitsi_env, jitsi_scratch};
 use crate::api::Exposure;
 use crate::bridge::context::{Ctx, SfuReplica, restricted_container, restricted_pod};
 use crate::bridge::objects::{container_port, env, field_env, http_probe, invalid, requests, secret_env, service_port};
@@ -39,7 +39,7 @@ pub fn build(ctx: &Ctx) -> Result<Vec<Child>, serde_json::Error> {
 
 /// One replica's environment.
 pub fn env_vars(ctx: &Ctx, r: &SfuReplica) -> Vec<EnvVar> {
-    let mut e = jitsi_env(ctx);
+    let mut e = jitsi_env(ctx, Image::Jvb);
     e.extend([
         env("JVB_AUTH_USER", JVB_AUTH_USER),
         secret_env(ctx, "JVB_AUTH_PASSWORD", secrets::JVB_PASSWORD),
@@ -47,6 +47,9 @@ pub fn env_vars(ctx: &Ctx, r: &SfuReplica) -> Vec<EnvVar> {
         env("JVB_PORT", r.port.to_string()),
         // STUN behind SNAT learns the wrong port; the operator knows the right address.
         env("JVB_DISABLE_STUN", "1"),
+        // The pod's own addresses reach nobody outside the cluster; offered as ICE candidates
+        // they only leak the pod network to every client.
+        env("JVB_ADVERTISE_PRIVATE_CANDIDATES", "false"),
         // Identity in the brewery; must be unique, and HOSTNAME is the node's with hostNetwork.
         field_env("JVB_MUC_NICKNAME", "metadata.name"),
         // Both are needed by graceful_shutdown.sh (POST /colibri/shutdown, GET /colibri/stats).
@@ -176,6 +179,10 @@ mod tests {
         assert_eq!(v("JVB_PORT").as_deref(), Some("31000"));
         assert_eq!(v("JVB_ADVERTISE_IPS").as_deref(), Some("203.0.113.10"));
         assert_eq!(v("JVB_DISABLE_STUN").as_deref(), Some("1"));
+        assert_eq!(v("JVB_ADVERTISE_PRIVATE_CANDIDATES").as_deref(), Some("false"));
+        for unread in ["XMPP_DOMAIN", "XMPP_MUC_DOMAIN", "XMPP_GUEST_DOMAIN"] {
+            assert_eq!(v(unread), None, "{unread}: the videobridge image does not read it");
+        }
         assert_eq!(v("COLIBRI_REST_ENABLED").as_deref(), Some("true"));
         assert_eq!(v("SHUTDOWN_REST_ENABLED").as_deref(), Some("true"));
         assert_eq!(v("XMPP_SERVER").as_deref(), Some("meet-prosody.conf.svc.cluster.local"));

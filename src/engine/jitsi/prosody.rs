@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, Service, ServiceSpec};
 
-use super::{JVB_AUTH_USER, auth_env, ipv6_env, jitsi_env, jitsi_scratch};
+use super::{Image, JVB_AUTH_USER, jitsi_env, jitsi_scratch};
 use crate::api::bridge::AuthMode;
 use crate::bridge::context::{Ctx, restricted_container, restricted_pod};
 use crate::bridge::objects::{
@@ -59,13 +59,18 @@ fn service(ctx: &Ctx) -> Service {
 }
 
 /// Prosody's environment: domains, accounts, auth, lobby and the TURN servers handed to clients.
+///
+/// `PROSODY_TRUSTED_PROXIES` stays at the image's loopback default on purpose. Trusting the web
+/// pods would only make prosody take the `X-Forwarded-For` their nginx sets, which is nginx's
+/// own peer (the Ingress controller), not the client, so no client address would be gained. And
+/// nothing in prosody needs one: the per-IP limits (`mod_rate_limit`, `muc_rate_limit`) are off
+/// unless `PROSODY_ENABLE_RATE_LIMITS` is set, which Conclave does not, and `mod_limits` throttles
+/// each connection's bandwidth, not an address.
 pub fn env_vars(ctx: &Ctx) -> Result<Vec<EnvVar>, serde_json::Error> {
-    let mut e = jitsi_env(ctx);
-    e.extend(auth_env(ctx));
+    let mut e = jitsi_env(ctx, Image::Prosody);
     e.extend([
         env("PUBLIC_URL", format!("https://{}", ctx.spec.domain)),
         env("ENABLE_XMPP_WEBSOCKET", "1"),
-        ipv6_env(ctx),
         // The lobby component exists; moderators switch it on per room.
         env("ENABLE_LOBBY", "1"),
         // Loads Jitsi's muc_max_occupants, which enforces the per-room limits that
@@ -187,7 +192,13 @@ mod tests {
         assert_eq!(v("XMPP_DOMAIN").as_deref(), Some("meet.example.com"));
         assert_eq!(v("XMPP_AUTH_DOMAIN").as_deref(), Some("auth.meet.example.com"));
         assert_eq!(v("XMPP_GUEST_DOMAIN").as_deref(), Some("guest.meet.example.com"));
-        assert_eq!(v("XMPP_SERVER").as_deref(), Some("meet-prosody.conf.svc.cluster.local"));
+        assert_eq!(
+            v("XMPP_SERVER"),
+            None,
+            "prosody is the server; only visitors mode reads it"
+        );
+        assert_eq!(v("ENABLE_SUBDOMAINS").as_deref(), Some("0"));
+        assert_eq!(v("ENABLE_IPV6").as_deref(), Some("0"));
         assert_eq!(v("ENABLE_AUTH").as_deref(), Some("1"));
         assert_eq!(v("AUTH_TYPE").as_deref(), Some("jwt"));
         assert_eq!(v("ENABLE_GUESTS").as_deref(), Some("0"));

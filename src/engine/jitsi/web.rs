@@ -10,7 +10,7 @@ use k8s_openapi::api::networking::v1::{
     IngressTLS, ServiceBackendPort,
 };
 
-use super::{auth_env, ipv6_env, jitsi_env, jitsi_scratch, prosody};
+use super::{Image, jitsi_env, jitsi_scratch, prosody};
 use crate::api::E2eePolicy;
 use crate::bridge::context::{Ctx, restricted_container, restricted_pod};
 use crate::bridge::objects::{
@@ -89,8 +89,7 @@ fn config_map(ctx: &Ctx) -> ConfigMap {
 
 /// The web pods' environment.
 pub fn env_vars(ctx: &Ctx) -> Vec<EnvVar> {
-    let mut e = jitsi_env(ctx);
-    e.extend(auth_env(ctx));
+    let mut e = jitsi_env(ctx, Image::Web);
     e.extend([
         // Must be https://: the image derives the BOSH and websocket URLs from it.
         env("PUBLIC_URL", format!("https://{}", ctx.spec.domain)),
@@ -99,7 +98,6 @@ pub fn env_vars(ctx: &Ctx) -> Vec<EnvVar> {
             format!("http://{}:{}", ctx.service_host("prosody"), prosody::HTTP_PORT),
         ),
         env("ENABLE_XMPP_WEBSOCKET", "1"),
-        ipv6_env(ctx),
         // TLS ends at the Ingress; nginx then listens on 8000 only and needs no /storage.
         env("DISABLE_HTTPS", "1"),
         env("ENABLE_HTTP_REDIRECT", "0"),
@@ -225,6 +223,16 @@ mod tests {
         );
         assert_eq!(v("DISABLE_HTTPS").as_deref(), Some("1"));
         assert_eq!(v("ENABLE_IPV6").as_deref(), Some("0"));
+        assert_eq!(v("ENABLE_SUBDOMAINS").as_deref(), Some("0"));
+        for unread in [
+            "AUTH_TYPE",
+            "XMPP_AUTH_DOMAIN",
+            "XMPP_INTERNAL_MUC_DOMAIN",
+            "XMPP_PORT",
+            "XMPP_SERVER",
+        ] {
+            assert_eq!(v(unread), None, "{unread}: the web image does not read it");
+        }
         assert_eq!(v("ENABLE_XMPP_WEBSOCKET").as_deref(), Some("1"));
         assert_eq!(v("XMPP_MUC_DOMAIN").as_deref(), Some("muc.meet.example.com"));
         let mounts = c.volume_mounts.clone().unwrap_or_default();
