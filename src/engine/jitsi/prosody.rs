@@ -25,16 +25,19 @@ pub const HTTP_PORT: i32 = 5280;
 /// only issuer, so nothing else minted with the same key is accepted by accident.
 pub const JWT_APP_ID: &str = "conclave";
 
-/// MUC modules in JWT mode, all shipped in the image under `/prosody-plugins-contrib`
-/// (docker-jitsi-meet unpacks the latest jitsi-contrib/prosody-plugins tag there):
-/// `token_affiliation` makes exactly the participants whose token says so moderators (with
-/// jicofo's own JWT roles and auto-owner turned off, see [`super::jicofo`]); `token_no_wildcard`
-/// refuses tokens whose `room` or `sub` is `*`, so a leaked token opens one room, not all;
-/// `token_lobby_ondemand` sends a holder whose token says `context.user.lobby: true` (a Meeting's
-/// guest link with `guests.lobby`) to the lobby, switching it on for the room, while invited
-/// participants go straight in.
+/// MUC modules in JWT mode, all shipped in the image. `token_affiliation` is jitsi-meet's own
+/// (under `/prosody-plugins`, which comes before the contrib directory on `plugin_paths`, so an
+/// older contrib copy never shadows it); `token_no_wildcard` and `token_lobby_ondemand` come
+/// from jitsi-contrib/prosody-plugins, which docker-jitsi-meet unpacks under
+/// `/prosody-plugins-contrib`. `token_affiliation` makes exactly the participants whose token
+/// says so moderators (with jicofo's own JWT roles and auto-owner turned off, see
+/// [`super::jicofo`]); `token_no_wildcard` refuses tokens whose `room` or `sub` is `*`, so a
+/// leaked token opens one room, not all; `token_lobby_ondemand` sends a holder whose token says
+/// `context.user.lobby: true` (a Meeting's guest link with `guests.lobby`) to the lobby,
+/// switching it on for the room, while invited participants go straight in.
 pub const JWT_MUC_MODULES: &str = "token_affiliation,token_no_wildcard,token_lobby_ondemand";
-/// VirtualHost modules in JWT mode: `persistent_lobby` is what `token_lobby_ondemand` needs.
+/// VirtualHost modules in JWT mode: `persistent_lobby` (jitsi-meet's own) is what
+/// `token_lobby_ondemand` needs.
 pub const JWT_MODULES: &str = "persistent_lobby";
 
 /// Prosody's Service and Deployment.
