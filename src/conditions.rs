@@ -59,6 +59,7 @@ named! {
         Disabled = "Disabled",
         InvalidSpec = "InvalidSpec",
         AwaitingAddress = "AwaitingAddress",
+        AddressNotIp = "AddressNotIP",
         PortInUse = "PortInUse",
         ChildRefused = "ChildRefused",
         CertManagerMissing = "CertManagerMissing",
@@ -105,6 +106,7 @@ impl Reason {
                 | Reason::SecretMalformed
                 | Reason::CertManagerMissing
                 | Reason::AwaitingAddress
+                | Reason::AddressNotIp
         )
     }
 }

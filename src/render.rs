@@ -124,6 +124,7 @@ fn render_bridge(
     // Offline there are no nodes and no load balancers: addresses come only from the spec.
     let sfu = placement::plan(&bridge.spec, &name, replicas, [], |_| None);
     let mut ctx = Ctx::new(&name, &ns, owner::<Bridge>(&name), &bridge.spec, sfu, cluster);
+    ctx.turn_hosts = placement::turn_hosts(&bridge.spec, [], &placement::LoadBalancer::default());
     ctx.room_limits = crate::meeting::room_limits(
         hosted
             .iter()

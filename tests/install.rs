@@ -821,7 +821,9 @@ async fn operator_reconciles_as_its_service_account() {
     let bridge: Bridge = serde_json::from_value(json!({
         "apiVersion": "conclave.dev/v1alpha1", "kind": "Bridge",
         "metadata": {"name": "meet"},
+        // TURN at an address of its own, so the Bridge needs no load balancer to be Ready.
         "spec": {"domain": "meet.example.com", "tls": {"secretName": "byo-tls"},
+                 "turn": {"host": "198.51.100.30"},
                  "sfu": {"replicas": 1, "media": {"exposure": "NodePort", "port": 31000}}}
     }))
     .expect("bridge");

@@ -42,15 +42,7 @@ use jitsi::observe::Observations;
 use jitsi::{checks, observe, tools};
 
 /// Checks the current operator fails: (check, finding of issue 10, fragment of the failure).
-const EXPECTED_FAILURES: &[(&str, &str, &str)] = &[
-    ("prosody_turn_at_turn_address", "4", "TURN announced as"),
-    ("prosody_stun_announced", "5", "STUN announced as []"),
-    (
-        "turn_relays_to_own_sfu_endpoints",
-        "9",
-        "SFU replica 0 at 10.20.0.5 is in a denied range",
-    ),
-];
+const EXPECTED_FAILURES: &[(&str, &str, &str)] = &[];
 
 const INNER: &str = "inner_run";
 const INNER_ENV: &str = "CONCLAVE_CONTRACT_INNER";

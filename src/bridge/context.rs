@@ -59,7 +59,8 @@ pub struct Ctx {
     pub sfu: Vec<SfuReplica>,
     /// Occupancy limit by room, from the Meetings on this Bridge that set `maxParticipants`.
     pub room_limits: BTreeMap<String, i32>,
-    /// Host names or addresses clients use to reach TURN.
+    /// Host names or addresses clients reach TURN at ([`super::placement::turn_hosts`]); empty
+    /// until one is known.
     pub turn_hosts: Vec<String>,
 }
 
@@ -111,7 +112,7 @@ impl Ctx {
             secrets_revision: None,
             sfu,
             room_limits: BTreeMap::new(),
-            turn_hosts: vec![spec.domain.clone()],
+            turn_hosts: Vec::new(),
         }
     }
 
@@ -139,6 +140,17 @@ impl Ctx {
             owner_references: Some(vec![self.owner.clone()]),
             ..ObjectMeta::default()
         }
+    }
+
+    /// The names the Bridge's certificate covers: `spec.domain`, and `spec.turn.host` when TURN
+    /// over TLS is announced there (clients check the certificate against it).
+    pub fn certificate_names(&self) -> Vec<&str> {
+        let mut names = vec![self.spec.domain.as_str()];
+        let turn = &self.spec.turn;
+        if let Some(host) = turn.tls_host().filter(|h| turn.enabled && *h != self.spec.domain) {
+            names.push(host);
+        }
+        names
     }
 
     /// Fully-qualified in-cluster DNS name of a Service of this Bridge.

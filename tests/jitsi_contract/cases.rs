@@ -5,8 +5,8 @@
 //! Between them the cases cover every `sfu.media.exposure`, every TLS source (Conclave's own
 //! CA, `secretName`, `issuerRef` to an Issuer and a ClusterIssuer), `auth.mode` JWT and Open,
 //! TURN off and on with each of its exposures, one to three SFU replicas, a NAT-advertised
-//! address, an internal load balancer in a denied range, and a cluster with another DNS domain
-//! and IPv6. (A media port below 1024 is refused at admission: `tests/invalid/`.) Guest
+//! address, an internal load balancer in a denied range, a TURN load balancer with only a DNS
+//! name, an explicit `turn.host`, and a cluster with another DNS domain and IPv6. (A media port below 1024 is refused at admission: `tests/invalid/`.) Guest
 //! links are a Meeting matter that changes nothing in a Bridge's containers (`ENABLE_GUESTS=0`
 //! in every mode, see `conclave::engine::jitsi::auth_env`), so the matrix does not vary them.
 
@@ -21,7 +21,8 @@ use serde_json::json;
 /// addresses its load balancers got, and what the operator's flags say about the cluster.
 pub struct Cluster {
     pub nodes: &'static [(&'static str, &'static str)],
-    /// (Service name suffix after `<bridge>-`, ingress IP).
+    /// (Service name suffix after `<bridge>-`, ingress IP or, for a load balancer that has
+    /// only a DNS name, host name).
     pub load_balancers: &'static [(&'static str, &'static str)],
     /// The cluster's DNS domain (`--cluster-domain`).
     pub domain: &'static str,
@@ -86,7 +87,7 @@ pub fn all() -> Vec<Case> {
                 "domain": "video.example.net",
                 "tls": {"issuerRef": {"name": "letsencrypt", "kind": "ClusterIssuer"}},
                 "sfu": {"replicas": 3, "media": {"exposure": "LoadBalancer"}},
-                "turn": {"exposure": "NodePort", "credentialTTL": "30m"}
+                "turn": {"exposure": "NodePort", "port": 30478, "tlsPort": 30479, "credentialTTL": "30m"}
             }),
             Cluster {
                 nodes: &[("n1", "203.0.113.31"), ("n2", "203.0.113.32")],
@@ -109,7 +110,7 @@ pub fn all() -> Vec<Case> {
                 "tls": {"issuerRef": {"name": "internal-ca"}},
                 "sfu": {"replicas": 2, "media": {"exposure": "LoadBalancer", "port": 20000,
                          "advertiseAddresses": ["192.0.2.200"]}},
-                "turn": {"exposure": "HostPort", "port": 3479, "tlsPort": 5350}
+                "turn": {"exposure": "HostPort", "host": "turn.conf.example.com", "port": 3479, "tlsPort": 5350}
             }),
             Cluster {
                 nodes: &[("w1", "203.0.113.41"), ("w2", "203.0.113.42")],
@@ -127,7 +128,12 @@ pub fn all() -> Vec<Case> {
             }),
             Cluster {
                 nodes: &[("c1", "203.0.113.51")],
-                load_balancers: &[("sfu-0", "10.20.0.5"), ("sfu-1", "10.20.0.6"), ("turn", "203.0.113.70")],
+                // TURN behind a load balancer that has only a DNS name (AWS NLB style).
+                load_balancers: &[
+                    ("sfu-0", "10.20.0.5"),
+                    ("sfu-1", "10.20.0.6"),
+                    ("turn", "turn-7f3a.elb.example.com"),
+                ],
                 ..Cluster::default()
             },
         ),
@@ -208,16 +214,27 @@ impl Case {
         nodes.iter().map(|(_, ip)| ip.to_string()).collect()
     }
 
-    /// The addresses clients can reach coturn on: its load balancer, or the nodes it listens on.
+    /// The addresses clients can reach coturn on: the name the spec gives, else its load
+    /// balancer (address or DNS name), or the nodes it listens on.
     pub fn expected_turn_hosts(&self) -> Vec<String> {
         let spec = self.spec();
         if !spec.turn.enabled {
             return Vec::new();
         }
+        if let Some(host) = spec.turn.host {
+            return vec![host];
+        }
         match spec.turn.exposure {
             Exposure::LoadBalancer => self.lb("turn").map(str::to_string).into_iter().collect(),
             Exposure::NodePort | Exposure::HostPort => self.node_ips(),
         }
+    }
+
+    /// Where TURN over TLS can be announced: only at a DNS name the spec gives (which the
+    /// certificate covers); clients check the certificate against the name they connect to.
+    pub fn expected_turns_host(&self) -> Option<String> {
+        let t = self.spec().turn;
+        t.host.filter(|h| t.enabled && h.parse::<std::net::IpAddr>().is_err())
     }
 
     /// The address replica `i` must advertise: the NAT address given, its load balancer, or the
@@ -267,7 +284,9 @@ impl Case {
                     "kind": "Service",
                     "metadata": {"name": format!("{}-{suffix}", self.bridge), "namespace": self.namespace},
                     "spec": {"type": "LoadBalancer"},
-                    "status": {"loadBalancer": {"ingress": [{"ip": ip}]}}
+                    "status": {"loadBalancer": {"ingress": [
+                        if ip.parse::<std::net::IpAddr>().is_ok() { json!({"ip": ip}) } else { json!({"hostname": ip}) }
+                    ]}}
                 }))
                 .expect("service")
             })

@@ -174,22 +174,28 @@ pub fn prosody_turn(obs: &Observations) -> Verdict {
         let ttl = conclave::duration::parse_duration(&t.credential_ttl)
             .expect("ttl")
             .as_secs() as i64;
+        let entry = |kind: &str, h: &str, port: i32, transport: &str| {
+            (
+                kind.to_string(),
+                h.to_string(),
+                i64::from(port),
+                transport.to_string(),
+                ttl,
+            )
+        };
         let mut want = BTreeSet::new();
         for h in case.expected_turn_hosts() {
-            let turn = |kind: &str, port: i32, transport: &str| {
-                (kind.to_string(), h.clone(), i64::from(port), transport.to_string(), ttl)
-            };
-            want.extend([
-                turn("turn", t.port, "udp"),
-                turn("turn", t.port, "tcp"),
-                turn("turns", t.tls_port, "tcp"),
-            ]);
+            want.extend([entry("turn", &h, t.port, "udp"), entry("turn", &h, t.port, "tcp")]);
         }
+        want.extend(
+            case.expected_turns_host()
+                .map(|h| entry("turns", &h, t.tls_port, "tcp")),
+        );
         let mut got: BTreeSet<_> = services(run, "turn").into_iter().collect();
         got.extend(services(run, "turns"));
         f.check(case.id, got == want, || {
             format!(
-                "TURN announced as {got:?}, want {want:?} (the TURN Service's address, not {} which is the Ingress)",
+                "TURN announced as {got:?}, want {want:?} (the TURN Service's address, not {} which is the Ingress; TURN over TLS only at a name the certificate covers)",
                 case.domain()
             )
         });

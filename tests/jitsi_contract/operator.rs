@@ -58,7 +58,7 @@ pub struct Output {
     pub pods: Vec<Pod>,
     /// coturn's rendered configuration, when TURN is on.
     pub turnserver_conf: Option<String>,
-    /// The TURN hosts the operator hands to clients (`Ctx::turn_hosts`).
+    /// The TURN hosts the operator hands to clients (`placement::turn_hosts`).
     pub turn_hosts: Vec<String>,
 }
 
@@ -99,6 +99,7 @@ pub fn render(case: &Case) -> Output {
         sfu,
         &case.operator_cluster(),
     );
+    ctx.turn_hosts = placement::turn_hosts(&spec, &nodes, &lb(&format!("{}-turn", case.bridge)));
     // The certificate has been issued: the state every Bridge spends its life in.
     ctx.tls_secret = Some(case.tls_secret_name());
     let children = engine::desired(&ctx).unwrap_or_else(|e| panic!("case {}: the builders fail: {e}", case.id));

@@ -103,30 +103,34 @@ pub fn env_vars(ctx: &Ctx) -> Result<Vec<EnvVar>, serde_json::Error> {
     Ok(e)
 }
 
-/// TURN servers announced to clients (XEP-0215, `mod_external_services`), with time-limited
-/// credentials prosody mints from the same secret coturn checks. Nothing is announced until
-/// the operator knows at least one address clients can reach TURN on.
+/// STUN and TURN servers announced to clients (XEP-0215, `mod_external_services`), with
+/// time-limited TURN credentials prosody mints from the same secret coturn checks. coturn
+/// answers STUN on its TURN port, so the first TURN address is also the STUN server, which gives
+/// two-person peer-to-peer calls their server-reflexive candidates. TURN over TLS is announced
+/// only at `spec.turn.host` when it is a DNS name (clients check the certificate against it).
+/// Nothing is announced until the operator knows an address clients can reach TURN on.
 fn turn_env(ctx: &Ctx) -> Result<Vec<EnvVar>, serde_json::Error> {
     let t = &ctx.spec.turn;
-    if !t.enabled || ctx.turn_hosts.is_empty() {
+    let Some(first) = ctx.turn_hosts.first().filter(|_| t.enabled) else {
         return Ok(Vec::new());
-    }
+    };
     let ttl = crate::duration::parse_duration(&t.credential_ttl).ok_or_else(|| {
         invalid(format!(
             "spec.turn.credentialTTL {:?} is not a duration",
             t.credential_ttl
         ))
     })?;
-    let hosts = ctx.turn_hosts.join(",");
     let mut e = vec![
+        env("STUN_HOST", first),
+        env("STUN_PORT", t.port.to_string()),
         secret_env(ctx, "TURN_CREDENTIALS", secrets::TURN_SECRET),
-        env("TURN_HOST", &hosts),
+        env("TURN_HOST", ctx.turn_hosts.join(",")),
         env("TURN_PORT", t.port.to_string()),
         env("TURN_TRANSPORT", "udp,tcp"),
         env("TURN_TTL", ttl.as_secs().max(1).to_string()),
     ];
-    if ctx.tls_secret.is_some() {
-        e.extend([env("TURNS_HOST", hosts), env("TURNS_PORT", t.tls_port.to_string())]);
+    if let Some(host) = crate::bridge::coturn::tls_host(ctx) {
+        e.extend([env("TURNS_HOST", host), env("TURNS_PORT", t.tls_port.to_string())]);
     }
     Ok(e)
 }
@@ -232,7 +236,10 @@ mod tests {
             env_secret_key(&c, "TURN_CREDENTIALS").as_deref(),
             Some(secrets::TURN_SECRET)
         );
-        assert_eq!(v("TURN_HOST").as_deref(), Some("198.51.100.7,turn.example.com"));
+        assert_eq!(v("STUN_HOST").as_deref(), Some("turn.example.com"));
+        assert_eq!(v("STUN_PORT").as_deref(), Some("3478"));
+        assert_eq!(v("TURN_HOST").as_deref(), Some("turn.example.com"));
+        assert_eq!(v("TURNS_HOST").as_deref(), Some("turn.example.com"));
         assert_eq!(v("TURN_PORT").as_deref(), Some("3478"));
         assert_eq!(v("TURN_TRANSPORT").as_deref(), Some("udp,tcp"));
         assert_eq!(v("TURNS_PORT").as_deref(), Some("5349"));
@@ -277,12 +284,33 @@ mod tests {
     }
 
     #[test]
-    fn turns_only_with_a_certificate() {
+    fn turns_only_with_a_certificate_and_a_name() {
         let mut ctx = sample_ctx();
         ctx.tls_secret = None;
         let c = container(&ctx);
         assert!(env_value(&c, "TURN_HOST").is_some());
         assert!(env_value(&c, "TURNS_HOST").is_none());
+        // A discovered address (no spec.turn.host): TURN and STUN, never TURN over TLS.
+        let mut ctx = sample_ctx();
+        ctx.spec.turn.host = None;
+        ctx.turn_hosts = vec!["198.51.100.7".into(), "203.0.113.9".into()];
+        let c = container(&ctx);
+        assert_eq!(env_value(&c, "TURN_HOST").as_deref(), Some("198.51.100.7,203.0.113.9"));
+        assert_eq!(env_value(&c, "STUN_HOST").as_deref(), Some("198.51.100.7"));
+        assert!(env_value(&c, "TURNS_HOST").is_none());
+    }
+
+    #[test]
+    fn nothing_announced_before_an_address_is_known() {
+        let mut ctx = sample_ctx();
+        ctx.turn_hosts.clear();
+        let c = container(&ctx);
+        for gone in ["STUN_HOST", "TURN_HOST", "TURNS_HOST", "TURN_CREDENTIALS"] {
+            assert!(
+                c.env.as_ref().is_some_and(|e| !e.iter().any(|x| x.name == gone)),
+                "{gone}"
+            );
+        }
     }
 
     #[test]
