@@ -45,6 +45,11 @@ pub(crate) fn internal_muc_domain(ctx: &Ctx) -> String {
 pub(crate) fn guest_domain(ctx: &Ctx) -> String {
     format!("guest.{}", ctx.spec.domain)
 }
+/// jitsi-meet's E2EE "max mode" (`MAX_MODE_LIMIT` in its `e2ee` feature): from this many
+/// participants in a room nobody can switch E2EE on any more, and from five more
+/// (`MAX_MODE_THRESHOLD`) the client switches it off for everyone. The web image's client
+/// decides this; no setting changes it.
+pub const E2EE_MAX_MODE_LIMIT: i32 = 20;
 /// The brewery MUC the videobridges join and jicofo watches; must match on both sides.
 pub const JVB_BREWERY_MUC: &str = "jvbbrewery";
 /// XMPP account of the videobridges (`jvb@auth.<domain>`).
