@@ -46,6 +46,9 @@ named! {
         ChildrenApplied = "ChildrenApplied",
         /// Meeting: its Bridge can hold it.
         CapacityReserved = "CapacityReserved",
+        /// Meeting with E2EE `Required`: the room stays below the size from which its engine's
+        /// clients stop offering E2EE.
+        E2eeAvailable = "E2EEAvailable",
     }
 }
 
@@ -59,6 +62,7 @@ named! {
         Disabled = "Disabled",
         InvalidSpec = "InvalidSpec",
         AwaitingAddress = "AwaitingAddress",
+        AddressNotIp = "AddressNotIP",
         PortInUse = "PortInUse",
         ChildRefused = "ChildRefused",
         CertManagerMissing = "CertManagerMissing",
@@ -78,6 +82,8 @@ named! {
         Overbooked = "Overbooked",
         Planned = "Planned",
         Reserved = "Reserved",
+        WithinE2eeLimit = "WithinE2EELimit",
+        AboveE2eeLimit = "AboveE2EELimit",
         MissingField = "MissingField",
         BuildFailed = "BuildFailed",
         ApplyFailed = "ApplyFailed",
@@ -105,6 +111,7 @@ impl Reason {
                 | Reason::SecretMalformed
                 | Reason::CertManagerMissing
                 | Reason::AwaitingAddress
+                | Reason::AddressNotIp
         )
     }
 }

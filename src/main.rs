@@ -46,6 +46,8 @@ enum Command {
         /// the pool's minimum, so output does not depend on when it is rendered.
         #[arg(long)]
         at: Option<chrono::DateTime<chrono::Utc>>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Serve a LiveKit Bridge's join page: the page's files, its settings, the guest exchange,
     /// and the SFU's rooms kept equal to the operator's list of open rooms.
@@ -99,6 +101,49 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// The cluster the Bridges run in; `run` and `render` take the same flags, so a review shows
+/// what the operator deploys.
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// The cluster's DNS domain (the kubelet's --cluster-domain). Bridge components reach each
+    /// other by fully-qualified Service names in it.
+    #[arg(long, env = "CONCLAVE_CLUSTER_DOMAIN", default_value = conclave::bridge::context::DEFAULT_CLUSTER_DOMAIN, value_parser = cluster_domain)]
+    cluster_domain: String,
+    /// Pods have IPv6 (IPv6-only or IPv6-first dual-stack clusters): the Jitsi web server and
+    /// prosody listen on IPv6 as well. Off (default): IPv4 only, which also starts on nodes whose
+    /// kernel has IPv6 disabled.
+    #[arg(long, env = "CONCLAVE_IPV6")]
+    ipv6: bool,
+}
+
+impl ClusterArgs {
+    fn cluster(&self) -> conclave::bridge::context::Cluster {
+        conclave::bridge::context::Cluster {
+            domain: self.cluster_domain.clone(),
+            ipv6: self.ipv6,
+        }
+    }
+}
+
+/// A DNS domain such as `cluster.local`: lowercase labels of letters, digits and '-'; a
+/// trailing dot is dropped.
+fn cluster_domain(s: &str) -> Result<String, String> {
+    let d = s.strip_suffix('.').unwrap_or(s);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if d.len() <= 253 && d.split('.').all(label_ok) {
+        Ok(d.to_string())
+    } else {
+        Err(format!("{s:?} is not a DNS domain such as cluster.local"))
+    }
+}
+
 #[derive(clap::Args)]
 struct RunArgs {
     /// Log format: `json` (default in a cluster) or `text`.
@@ -121,6 +166,8 @@ struct RunArgs {
     /// Name of the Lease; replicas with the same name and namespace elect one leader.
     #[arg(long, env = "CONCLAVE_LEASE_NAME", default_value = "conclave-operator")]
     lease_name: String,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Test only: read "now" from this file (RFC 3339) instead of the system clock.
     #[arg(long, env = "CONCLAVE_CLOCK_FILE", hide = true)]
     clock_file: Option<PathBuf>,
@@ -137,7 +184,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds { out_dir } => crds(out_dir),
         Command::Run(args) => run(args),
-        Command::Render { files, namespace, at } => render(&files, &namespace, at),
+        Command::Render {
+            files,
+            namespace,
+            at,
+            cluster,
+        } => render(&files, &namespace, at, &cluster.cluster()),
         Command::Web(args) => web(args),
     };
     match result {
@@ -153,6 +205,7 @@ fn render(
     files: &[PathBuf],
     namespace: &str,
     at: Option<chrono::DateTime<chrono::Utc>>,
+    cluster: &conclave::bridge::context::Cluster,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut docs = Vec::new();
     for f in files {
@@ -164,7 +217,7 @@ fn render(
         docs.push(text);
     }
     // Each file is its own YAML stream; joined as documents they render in the order given.
-    let out = conclave::render::render(&docs.join("\n---\n"), namespace, at)?;
+    let out = conclave::render::render(&docs.join("\n---\n"), namespace, at, cluster)?;
     // The operator creates these objects; applying them by hand would plant placeholder
     // secret values, hence the warning on top of the stream.
     print!(
@@ -209,6 +262,7 @@ fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let options = Options {
         watch_namespace: Some(args.watch_namespace).filter(|ns| !ns.is_empty()),
         lease,
+        cluster: args.cluster.cluster(),
         clock: args.clock_file.map_or(Clock::System, Clock::File),
     };
 
@@ -283,6 +337,8 @@ async fn operate(http_address: SocketAddr, options: Options) -> Result<(), Box<d
     tracing::info!(
         watch_namespace = options.watch_namespace.as_deref().unwrap_or("<all>"),
         leader_election = options.lease.is_some(),
+        cluster_domain = %options.cluster.domain,
+        ipv6 = options.cluster.ipv6,
         "conclave operator starting"
     );
     let result = conclave::controller::run(client, options, metrics, health.clone(), shutdown).await;

@@ -11,7 +11,7 @@ use kube::Resource;
 use serde::Deserialize;
 
 use crate::api::{Bridge, Meeting};
-use crate::bridge::context::Ctx;
+use crate::bridge::context::{Cluster, Ctx};
 use crate::bridge::{ca, certificate, placement, secrets};
 use crate::engine;
 use crate::labels::Component;
@@ -45,7 +45,13 @@ struct Head {
 /// Renders the children of every Bridge and Meeting in `docs` (multi-document YAML). The SFU
 /// pool is sized for the Meetings given as it would be at `at`; without `at`, at its minimum.
 /// Objects without a namespace are placed in `default_namespace`.
-pub fn render(docs: &str, default_namespace: &str, at: Option<DateTime<Utc>>) -> Result<String, RenderError> {
+/// `cluster` is what the operator's flags say about the cluster (DNS domain, IPv6).
+pub fn render(
+    docs: &str,
+    default_namespace: &str,
+    at: Option<DateTime<Utc>>,
+    cluster: &Cluster,
+) -> Result<String, RenderError> {
     let mut bridges = Vec::new();
     let mut meetings = Vec::new();
     for (i, doc) in serde_saphyr::from_multiple::<serde_json::Value>(docs)
@@ -78,7 +84,7 @@ pub fn render(docs: &str, default_namespace: &str, at: Option<DateTime<Utc>>) ->
     }
     let mut out = Vec::new();
     for b in &bridges {
-        out.extend(render_bridge(b, &meetings, at)?);
+        out.extend(render_bridge(b, &meetings, at, cluster)?);
     }
     for m in &meetings {
         out.push(render_meeting(m)?);
@@ -102,6 +108,7 @@ fn render_bridge(
     bridge: &Bridge,
     meetings: &[Meeting],
     at: Option<DateTime<Utc>>,
+    cluster: &Cluster,
 ) -> Result<Vec<serde_json::Value>, RenderError> {
     let name = bridge
         .metadata
@@ -116,7 +123,8 @@ fn render_bridge(
     };
     // Offline there are no nodes and no load balancers: addresses come only from the spec.
     let sfu = placement::plan(&bridge.spec, &name, replicas, [], |_| None);
-    let mut ctx = Ctx::new(&name, &ns, owner::<Bridge>(&name), &bridge.spec, sfu);
+    let mut ctx = Ctx::new(&name, &ns, owner::<Bridge>(&name), &bridge.spec, sfu, cluster);
+    ctx.turn_hosts = placement::turn_hosts(&bridge.spec, [], &placement::LoadBalancer::default());
     ctx.room_limits = crate::meeting::room_limits(
         hosted
             .iter()
@@ -218,8 +226,8 @@ spec:
 
     #[test]
     fn output_is_stable_and_carries_no_gitops_labels_or_secrets() {
-        let a = render(INPUT, "conf", None).expect("render");
-        let b = render(INPUT, "conf", None).expect("render");
+        let a = render(INPUT, "conf", None, &Cluster::default()).expect("render");
+        let b = render(INPUT, "conf", None, &Cluster::default()).expect("render");
         assert_eq!(a, b);
         assert!(!a.contains("argocd.argoproj.io"));
         assert!(!a.contains("applyset.kubernetes.io"));
@@ -233,13 +241,19 @@ spec:
 
     #[test]
     fn at_a_time_the_pool_is_sized_for_the_meetings() {
-        let during = render(INPUT, "conf", Some("2030-01-07T09:30:00Z".parse().expect("t"))).expect("render");
+        let during = render(
+            INPUT,
+            "conf",
+            Some("2030-01-07T09:30:00Z".parse().expect("t")),
+            &Cluster::default(),
+        )
+        .expect("render");
         assert_eq!(during.matches("kind: StatefulSet").count(), 3);
     }
 
     #[test]
     fn unknown_kinds_are_refused_with_the_document_number() {
-        let err = render("apiVersion: v1\nkind: ConfigMap\n", "conf", None).expect_err("refused");
+        let err = render("apiVersion: v1\nkind: ConfigMap\n", "conf", None, &Cluster::default()).expect_err("refused");
         assert!(err.to_string().starts_with("document 1"), "{err}");
     }
 }

@@ -631,6 +631,11 @@ async fn deploy_applies_and_meets_the_restricted_profile() {
     let c = operator_container(&d);
     assert_eq!(env_value(&c, "CONCLAVE_LEADER_ELECT").as_deref(), Some("true"));
     assert_eq!(env_value(&c, "CONCLAVE_LOG_FORMAT").as_deref(), Some("json"));
+    assert_eq!(
+        env_value(&c, "CONCLAVE_CLUSTER_DOMAIN").as_deref(),
+        Some("cluster.local")
+    );
+    assert_eq!(env_value(&c, "CONCLAVE_IPV6").as_deref(), Some("false"));
     assert!(
         c.args
             .clone()
@@ -816,7 +821,9 @@ async fn operator_reconciles_as_its_service_account() {
     let bridge: Bridge = serde_json::from_value(json!({
         "apiVersion": "conclave.dev/v1alpha1", "kind": "Bridge",
         "metadata": {"name": "meet"},
+        // TURN at an address of its own, so the Bridge needs no load balancer to be Ready.
         "spec": {"domain": "meet.example.com", "tls": {"secretName": "byo-tls"},
+                 "turn": {"host": "198.51.100.30"},
                  "sfu": {"replicas": 1, "media": {"exposure": "NodePort", "port": 31000}}}
     }))
     .expect("bridge");
@@ -938,6 +945,8 @@ fn chart_schema_rejects_bad_values() {
         ("serviceAccount.create=maybe", "/serviceAccount/create"),
         ("podLabels.team=1", "/podLabels/team"),
         ("watchNamespace=Not_A_Namespace", "/watchNamespace"),
+        ("clusterDomain=Cluster_Local", "/clusterDomain"),
+        ("ipv6=maybe", "/ipv6"),
         ("serviceMonitor.interval=soon", "/serviceMonitor/interval"),
         ("tolerations[0].operator=Maybe", "/tolerations/0/operator"),
         ("securityContext.runAsNonroot=true", "'runAsNonroot' not allowed"),
@@ -1152,6 +1161,11 @@ async fn chart_install_upgrade_uninstall() {
     );
     assert_eq!(env_value(&c, "CONCLAVE_WATCH_NAMESPACE").unwrap_or_default(), "");
     assert_eq!(env_value(&c, "CONCLAVE_LEADER_ELECT").as_deref(), Some("true"));
+    assert_eq!(
+        env_value(&c, "CONCLAVE_CLUSTER_DOMAIN").as_deref(),
+        Some("cluster.local")
+    );
+    assert_eq!(env_value(&c, "CONCLAVE_IPV6").as_deref(), Some("false"));
     let labels = d.metadata.labels.clone().unwrap_or_default();
     for key in [
         "app.kubernetes.io/name",

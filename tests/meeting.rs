@@ -171,6 +171,16 @@ async fn meeting_lifecycle() {
         (capacity.status.as_str(), capacity.reason.as_str()),
         ("True", "Planned")
     );
+    // Required E2EE: 25 places reach Jitsi's E2EE room limit; carol alone stays below it.
+    let e2ee = |m: &Meeting| {
+        m.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "E2EEAvailable").cloned())
+            .map(|c| (c.status, c.reason))
+    };
+    assert_eq!(e2ee(&m), Some(("False".into(), "AboveE2EELimit".into())));
+    let retro = wait_phase(&meetings, "retro", "Open").await;
+    assert_eq!(e2ee(&retro), Some(("True".into(), "WithinE2EELimit".into())));
     let key = app_secret(&secrets).await;
     let creds = secrets.get("standup-credentials").await.expect("credentials");
     let owner = &creds.metadata.owner_references.clone().unwrap_or_default()[0];

@@ -48,6 +48,7 @@ use crate::images;
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.turn) || !has(self.turn.host) || self.turn.host != self.domain || (self.turn.port != 443 && self.turn.tlsPort != 443)").message("spec.turn.host: equal to spec.domain, whose port 443 is the web front end's; give TURN its own name or ports other than 443").field_path(".turn.host"))]
 pub struct BridgeSpec {
     /// Public DNS name the conference is served on, e.g. `meet.example.com`. Immutable: the
     /// XMPP domains, certificates and every issued join link depend on it.
@@ -187,6 +188,7 @@ pub struct IngressSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.maxReplicas) || self.maxReplicas >= self.replicas").message("spec.sfu.maxReplicas must be at least spec.sfu.replicas").field_path(".maxReplicas"))]
 #[x_kube(validation = Rule::new("!has(self.media.port) || self.media.port + (has(self.maxReplicas) ? self.maxReplicas : self.replicas) - 1 <= 65535").message("spec.sfu.media.port: every replica needs its own port (port + maxReplicas - 1 must not exceed 65535)").field_path(".media.port"))]
+#[x_kube(validation = Rule::new("!has(self.media.port) || self.media.port >= 1024").message("spec.sfu.media.port: must be at least 1024; the SFU runs unprivileged (no capabilities) and cannot bind a lower port").field_path(".media.port"))]
 pub struct Sfu {
     /// Minimum number of SFU pods, kept even when no Meeting needs them.
     #[serde(default = "one")]
@@ -278,7 +280,8 @@ pub struct Media {
     #[serde(default)]
     pub exposure: Exposure,
     /// Base UDP port; replica N uses `port + N`. Defaults to 31000 for NodePort (inside the
-    /// default NodePort range) and 10000 otherwise.
+    /// default NodePort range) and 10000 otherwise. At least 1024: the SFU runs as an
+    /// unprivileged user without capabilities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
@@ -317,6 +320,16 @@ pub struct Turn {
     /// How the TURN ports reach clients.
     #[serde(default = "default_turn_exposure")]
     pub exposure: Exposure,
+    /// The DNS name (or IP address) clients reach TURN at, for DNS or NAT you manage. Unset: the
+    /// address Conclave discovers, the TURN Service's load balancer (IP or host name) or, for
+    /// `NodePort` and `HostPort`, the nodes' ExternalIPs. TURN over TLS (`turns:`) is announced
+    /// only at a DNS name set here, and Conclave adds it to the Bridge's certificate (with an
+    /// ACME issuer, validate it by DNS-01: HTTP-01 would reach TURN, not the Ingress); with
+    /// `tls.secretName` your certificate must cover it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(TURN_HOST_RULE).message("spec.turn.host must be a lowercase DNS name or an IP address"))]
+    pub host: Option<String>,
     /// TURN port for UDP and TCP.
     #[serde(default = "default_turn_port")]
     #[schemars(range(min = 1, max = 65535))]
@@ -353,6 +366,7 @@ impl Default for Turn {
             enabled: true,
             replicas: 1,
             exposure: default_turn_exposure(),
+            host: None,
             port: default_turn_port(),
             tls_port: default_turn_tls_port(),
             relay_ports: PortRange::default(),
@@ -381,6 +395,18 @@ fn default_turn_tls_port() -> i32 {
 
 fn default_credential_ttl() -> String {
     "1h".into()
+}
+
+/// A DNS name of lowercase labels, or an IP address.
+const TURN_HOST_RULE: &str =
+    "isIP(self) || self.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?[.])*[a-z0-9]([-a-z0-9]*[a-z0-9])?$')";
+
+impl Turn {
+    /// `host` when it is a DNS name: the one name TURN over TLS can be announced at, since
+    /// clients check the certificate against it.
+    pub fn tls_host(&self) -> Option<&str> {
+        self.host.as_deref().filter(|h| h.parse::<std::net::IpAddr>().is_err())
+    }
 }
 
 /// Kubernetes' `isCIDR` refuses IPv4-mapped IPv6 prefixes, which are exactly the ones a TURN

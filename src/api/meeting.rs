@@ -158,7 +158,8 @@ pub struct MeetingStatus {
     /// Secret holding one join link per participant (and `guest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
-    /// `Ready`, `CapacityReserved` and others, with reasons.
+    /// `Ready`, `CapacityReserved`, `E2EEAvailable` (E2EE `Required` only) and others, with
+    /// reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

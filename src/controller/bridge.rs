@@ -82,17 +82,23 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     let reservation = capacity::plan(&bridge.spec.sfu, hosted.iter().map(|m| &m.spec), now);
     let nodes = cx.nodes.state();
     let services = cx.store(super::Kind::Service);
+    let lb = |svc: &str| load_balancer(&services, &ns, svc);
     let sfu = placement::plan(
         &bridge.spec,
         &name,
         reservation.replicas,
         nodes.iter().map(|n| &**n),
-        |svc| lb_address(&services, &ns, svc),
+        |svc| lb(svc).ips.into_iter().next(),
     );
     let owner = bridge
         .controller_owner_ref(&())
         .ok_or(Error::MissingField("metadata.uid"))?;
-    let mut ctx = Ctx::new(&name, &ns, owner, &bridge.spec, sfu);
+    let mut ctx = Ctx::new(&name, &ns, owner, &bridge.spec, sfu, &cx.cluster);
+    ctx.turn_hosts = placement::turn_hosts(
+        &bridge.spec,
+        nodes.iter().map(|n| &**n),
+        &lb(&labels::child_name(&name, "turn")),
+    );
     ctx.room_limits = meeting::room_limits(
         hosted
             .iter()
@@ -109,6 +115,9 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     // Apply what differs from the caches; nothing is sent for what already matches.
     let mut wanted = BTreeSet::new();
     let mut writes = 0;
+    // Children written now: the cache still holds their previous version, whose readiness says
+    // nothing about the new one (a Deployment rolling out new settings is not ready yet).
+    let mut changed = BTreeSet::new();
     // Children the API server refuses for a reason in the cluster (a NodePort another Service
     // holds): reported as a condition, retried later, never a hot error loop.
     let mut refused = Vec::new();
@@ -119,7 +128,10 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
         wanted.insert((child.resource.kind.clone(), child.name().to_string()));
         let live = cx.live(child);
         match apply::apply(&cx.client, child, live.as_deref()).await {
-            Ok(true) => writes += 1,
+            Ok(true) => {
+                writes += 1;
+                changed.insert(child.name().to_string());
+            }
             Ok(false) => {}
             Err(kube::Error::Api(s)) if s.code == 422 => refused.push(format!("{}: {}", child.key(), s.message)),
             Err(e) => return Err(Error::Apply(child.key(), e)),
@@ -145,7 +157,10 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     prune(&cx, &bridge, &ns, &uid, &wanted).await?;
 
     // Status from the caches.
-    let ready = |kind, suffix: &str| cx.workload_ready(kind, &ns, &labels::child_name(&name, suffix));
+    let ready = |kind, suffix: &str| {
+        let child = labels::child_name(&name, suffix);
+        !changed.contains(&child) && cx.workload_ready(kind, &ns, &child)
+    };
     let (workloads, described) = engine::signalling(bridge.spec.engine);
     let signalling = workloads.iter().all(|w| ready(super::Kind::Deployment, w));
     conditions.push(cond(
@@ -160,35 +175,45 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
         .filter(|r| ready(super::Kind::StatefulSet, &pool::suffix(r)))
         .count() as i32;
     let addressed = sfu.iter().all(|r| !r.advertise.is_empty());
+    // A load balancer with only a host name (AWS NLB, for one) cannot be advertised: ICE
+    // candidates are IP addresses, and the name may resolve to addresses that do not reach the
+    // replica. Waiting would never end, so it is said.
+    let named_only: Vec<String> = sfu
+        .iter()
+        .filter(|r| r.advertise.is_empty())
+        .filter_map(|r| {
+            let svc = ctx.child_name(&pool::suffix(r));
+            let l = lb(&svc);
+            (l.ips.is_empty() && !l.hostnames.is_empty()).then(|| format!("{svc} ({})", l.hostnames.join(", ")))
+        })
+        .collect();
     let sfu_ok = ready_sfu == sfu.len() as i32 && addressed;
-    let sfu_reason = if !addressed {
-        Reason::AwaitingAddress
-    } else if sfu_ok {
-        Reason::Running
+    let (sfu_reason, sfu_message) = if !named_only.is_empty() {
+        (
+            Reason::AddressNotIp,
+            format!(
+                "load balancers report only host names, and ICE needs IP addresses: {}; use exposure NodePort or HostPort, or set spec.sfu.media.advertiseAddresses",
+                named_only.join("; ")
+            ),
+        )
+    } else if !addressed {
+        (
+            Reason::AwaitingAddress,
+            format!(
+                "{ready_sfu}/{} replicas ready; waiting for addresses to advertise",
+                sfu.len()
+            ),
+        )
     } else {
-        Reason::Starting
+        let reason = if sfu_ok { Reason::Running } else { Reason::Starting };
+        (reason, format!("{ready_sfu}/{} replicas ready", sfu.len()))
     };
-    conditions.push(cond(
-        Type::SfuReady,
-        sfu_ok,
-        sfu_reason,
-        &format!("{ready_sfu}/{} replicas ready", sfu.len()),
-        generation,
-    ));
-    let turn_ok = !bridge.spec.turn.enabled || ready_turn(&cx, &bridge, &ns, &name);
-    conditions.push(cond(
-        Type::TurnReady,
-        turn_ok,
-        if !bridge.spec.turn.enabled {
-            Reason::Disabled
-        } else if turn_ok {
-            Reason::Running
-        } else {
-            Reason::Starting
-        },
-        "coturn",
-        generation,
-    ));
+    conditions.push(cond(Type::SfuReady, sfu_ok, sfu_reason, &sfu_message, generation));
+    let turn_kind = match bridge.spec.turn.exposure {
+        Exposure::HostPort => super::Kind::DaemonSet,
+        _ => super::Kind::Deployment,
+    };
+    conditions.push(turn_condition(&bridge, &ctx, ready(turn_kind, "turn"), generation));
     let all = conditions.iter().all(|c| c.status == "True");
     conditions.insert(
         0,
@@ -250,25 +275,45 @@ pub fn uses_secret(bridge: &Bridge, name: &str) -> bool {
     }
 }
 
-fn ready_turn(cx: &Context, bridge: &Bridge, ns: &str, name: &str) -> bool {
-    let n = labels::child_name(name, "turn");
-    match bridge.spec.turn.exposure {
-        Exposure::HostPort => cx.workload_ready(super::Kind::DaemonSet, ns, &n),
-        _ => cx.workload_ready(super::Kind::Deployment, ns, &n),
-    }
+/// `TURNReady`: `AwaitingAddress` until clients have an address to reach TURN at (the TURN
+/// servers may run, but nothing can be announced), then the servers' readiness.
+fn turn_condition(bridge: &Bridge, ctx: &Ctx, servers_ready: bool, generation: Option<i64>) -> Condition {
+    let t = &bridge.spec.turn;
+    let (ok, reason, message) = if !t.enabled {
+        (true, Reason::Disabled, "TURN is off".to_string())
+    } else if ctx.turn_hosts.is_empty() {
+        let waiting = match t.exposure {
+            Exposure::LoadBalancer => format!(
+                "the load balancer of Service {} has no address yet",
+                ctx.child_name("turn")
+            ),
+            Exposure::NodePort | Exposure::HostPort => "no node has an ExternalIP".to_string(),
+        };
+        (
+            false,
+            Reason::AwaitingAddress,
+            format!("no address to announce TURN at: {waiting}; or set spec.turn.host"),
+        )
+    } else {
+        (
+            servers_ready,
+            if servers_ready {
+                Reason::Running
+            } else {
+                Reason::Starting
+            },
+            format!("coturn at {}", ctx.turn_hosts.join(", ")),
+        )
+    };
+    cond(Type::TurnReady, ok, reason, &message, generation)
 }
 
-fn lb_address(services: &Store<DynamicObject>, ns: &str, name: &str) -> Option<String> {
-    let svc = services.get(&ObjectRef::new_with(name, super::Kind::Service.resource()).within(ns))?;
-    let ingress = svc
-        .data
-        .get("status")?
-        .get("loadBalancer")?
-        .get("ingress")?
-        .as_array()?;
-    ingress
-        .iter()
-        .find_map(|i| i.get("ip").and_then(|v| v.as_str()).map(str::to_string))
+/// What the cached Service `name` says about its load balancer; empty when pending or absent.
+fn load_balancer(services: &Store<DynamicObject>, ns: &str, name: &str) -> placement::LoadBalancer {
+    services
+        .get(&ObjectRef::new_with(name, super::Kind::Service.resource()).within(ns))
+        .map(|svc| placement::load_balancer(&svc.data))
+        .unwrap_or_default()
 }
 
 /// Creates the generated Secret once, with random values, and replaces values only when a

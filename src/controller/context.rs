@@ -84,6 +84,8 @@ pub struct Context {
     pub cert_manager: bool,
     /// What "now" is for schedules and certificate renewal.
     pub clock: Clock,
+    /// The cluster the Bridges run in, from the operator's flags.
+    pub cluster: crate::bridge::context::Cluster,
     pub bridges: Store<Bridge>,
     pub meetings: Store<Meeting>,
     /// The credentials Secrets of Meetings.
@@ -139,7 +141,7 @@ impl Context {
     }
 
     /// Whether a cached Deployment, StatefulSet or DaemonSet has all its pods ready and is
-    /// up to date with its spec.
+    /// up to date with its spec: its rollout is complete.
     pub fn workload_ready(&self, kind: Kind, ns: &str, name: &str) -> bool {
         let Some(obj) = self
             .store(kind)
@@ -157,7 +159,8 @@ impl Context {
         let observed = int("observedGeneration") >= obj.metadata.generation.unwrap_or(0);
         match kind {
             Kind::DaemonSet => {
-                observed && int("desiredNumberScheduled") > 0 && int("numberReady") == int("desiredNumberScheduled")
+                let desired = int("desiredNumberScheduled");
+                observed && desired > 0 && int("updatedNumberScheduled") == desired && int("numberReady") == desired
             }
             _ => {
                 let want = obj
@@ -166,7 +169,9 @@ impl Context {
                     .and_then(|s| s.get("replicas"))
                     .and_then(serde_json::Value::as_i64)
                     .unwrap_or(1);
-                observed && int("readyReplicas") >= want
+                // As `kubectl rollout status`: every pod on the current template and ready, and
+                // none of an older one left (a Recreate rollout still counts old ready pods).
+                observed && int("updatedReplicas") >= want && int("readyReplicas") >= want && int("replicas") <= want
             }
         }
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -97,6 +98,9 @@ async fn reconcile_meeting(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Ac
     )];
     if let Some((ok, reason, msg)) = &outcome.capacity {
         conditions.push(cond(Type::CapacityReserved, *ok, *reason, msg, generation));
+    }
+    if let Some((ok, reason, msg)) = e2ee_limit(&cx, &meeting, &ns, outcome.phase) {
+        conditions.push(cond(Type::E2eeAvailable, ok, reason, &msg, generation));
     }
     let status = MeetingStatus {
         observed_generation: generation,
@@ -251,6 +255,17 @@ async fn decide(
     })
 }
 
+/// `E2EEAvailable` for a Meeting that runs (or will) on an existing Bridge.
+fn e2ee_limit(cx: &Context, meeting: &Meeting, ns: &str, phase: Phase) -> Option<(bool, Reason, String)> {
+    if matches!(phase, Phase::Invalid | Phase::Ended) {
+        return None;
+    }
+    let bridge = cx
+        .bridges
+        .get(&ObjectRef::<Bridge>::new(&meeting.spec.bridge).within(ns))?;
+    meeting::e2ee::condition(&meeting.spec, &bridge.spec)
+}
+
 /// The Bridge's JWT app secret, from the cache of its generated Secret.
 fn app_secret(cx: &Context, ns: &str, bridge: &str) -> Option<Vec<u8>> {
     let obj = cx.cached_secret(ns, &labels::child_name(bridge, secrets::SUFFIX))?;
@@ -265,9 +280,23 @@ fn fmt(t: Option<DateTime<Utc>>) -> String {
 /// Event.
 async fn patch_status(cx: &Context, meeting: &Meeting, new: MeetingStatus) -> Result<bool, Error> {
     let (phase, ready) = (new.phase, new.conditions.first().map(|c| c.message.clone()));
+    let e2ee = find_condition(&new.conditions, Type::E2eeAvailable).cloned();
     let Some(old) = status::patch(cx, meeting, new).await? else {
         return Ok(false);
     };
+    // A Required room that may outgrow its engine's E2EE limit is announced once, on the turn.
+    if let Some(c) = e2ee.filter(|c| c.status == "False")
+        && find_condition(&old.conditions, Type::E2eeAvailable).is_none_or(|o| o.status != "False")
+    {
+        cx.event(
+            &meeting.object_ref(&()),
+            EventType::Warning,
+            &c.reason,
+            "Validate",
+            c.message,
+        )
+        .await;
+    }
     if old.phase != phase
         && let Some(phase) = phase
     {
@@ -290,6 +319,10 @@ async fn patch_status(cx: &Context, meeting: &Meeting, new: MeetingStatus) -> Re
         .await;
     }
     Ok(true)
+}
+
+fn find_condition(conditions: &[Condition], type_: Type) -> Option<&Condition> {
+    conditions.iter().find(|c| c.type_ == type_.as_str())
 }
 
 pub fn error_policy(_meeting: Arc<Meeting>, err: &Error, _cx: Arc<Context>) -> Action {

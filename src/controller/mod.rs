@@ -69,6 +69,8 @@ pub struct Options {
     pub watch_namespace: Option<String>,
     /// Contend for this Lease and reconcile only while holding it.
     pub lease: Option<leader::LeaseConfig>,
+    /// The cluster the Bridges run in (DNS domain, IPv6).
+    pub cluster: crate::bridge::context::Cluster,
     pub clock: Clock,
 }
 

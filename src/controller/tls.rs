@@ -122,10 +122,11 @@ async fn own_ca(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Result<TlsState, Er
     let ca_pem = ca_pem.ok_or(Error::MissingField("CA certificate"))?;
 
     let serving = live_tls.as_deref().and_then(|o| pem_pair(o, "tls.crt", "tls.key"));
-    let serving = match ca::check_serving(serving.as_ref(), &ca_pem, &ctx.spec.domain, now) {
+    let names = ctx.certificate_names();
+    let serving = match ca::check_serving(serving.as_ref(), &ca_pem, &names, now) {
         None => serving.ok_or(Error::MissingField("serving certificate"))?,
         Some(why) => {
-            let fresh = ca::issue(&ca_pem, &ctx.spec.domain, now)?;
+            let fresh = ca::issue(&ca_pem, &names, now)?;
             let data = [
                 ("tls.crt", &fresh.cert),
                 ("tls.key", &fresh.key),
@@ -140,7 +141,7 @@ async fn own_ca(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Result<TlsState, Er
                 "IssueCertificate",
                 format!(
                     "Conclave CA issued a certificate for {} into Secret {tls_name} ({}), valid until {until}",
-                    ctx.spec.domain,
+                    names.join(", "),
                     why.as_str()
                 ),
             )

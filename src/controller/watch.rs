@@ -328,6 +328,7 @@ pub(super) async fn lead(
         nodes,
         cert_manager,
         clock: options.clock.clone(),
+        cluster: options.cluster.clone(),
         bridges: bridge_store,
         meetings: meeting_store,
         meeting_secrets,

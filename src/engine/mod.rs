@@ -34,6 +34,14 @@ pub fn signalling(engine: Engine) -> (&'static [&'static str], &'static str) {
     }
 }
 
+/// The room size from which the engine's clients cannot keep E2EE on for everyone, if the
+/// engine has one.
+pub fn e2ee_room_limit(engine: Engine) -> Option<i32> {
+    match engine {
+        Engine::Jitsi => Some(jitsi::E2EE_MAX_MODE_LIMIT),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;

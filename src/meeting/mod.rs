@@ -1,8 +1,10 @@
 //! The Meeting reconciler's pure parts: its schedule, its join tokens, the capacity it
-//! reserves on its Bridge, and the checks admission cannot make.
+//! reserves on its Bridge, whether its engine can keep E2EE on for its room, and the checks
+//! admission cannot make.
 
 pub mod capacity;
 pub mod credentials;
+pub mod e2ee;
 pub mod schedule;
 pub mod validate;
 

@@ -13,8 +13,9 @@
 #   tests/tools/build.sh livekit          # build what is missing in the livekit set, print its dir
 #   tests/tools/build.sh --print livekit  # only print the livekit dir
 #   tests/tools/build.sh k8s              # the k8s set alone
+#   tests/tools/build.sh --jitsi          # the Jitsi contract test's tools, as name=path lines
 #
-# stdout is exactly one line, the directory; progress goes to stderr.
+# stdout is exactly one line, the directory (--jitsi: name=path lines); progress goes to stderr.
 # Versions live here and nowhere else (lkclient's go.mod must agree, which is
 # checked); the Rust harness asks this script (testenv/src/tools.rs).
 set -euo pipefail
@@ -28,6 +29,12 @@ CERT_MANAGER_VERSION=v1.21.1
 LIVEKIT_SERVER_VERSION=v1.13.5
 # lkclient's LiveKit SDK; go.mod/go.sum pin it and the protocol module it requires.
 LIVEKIT_SDK_VERSION=v2.19.0
+# The Jitsi contract test (tests/jitsi_contract.rs): the docker-jitsi-meet tag the operator pins
+# its images to, the tpl its base image renders templates with, and Lightbend Config
+# (com.typesafe:config), the HOCON parser jicofo and the videobridge read their config with.
+DJM_TAG=stable-11146-2
+TPL_VERSION=v1.5.0
+HOCON_VERSION=1.4.3
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${CONCLAVE_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/conclave/tools}
@@ -44,8 +51,9 @@ set_name=${1:-all}
 case "$set_name" in
   all | k8s) out_dir=$bin ;;
   livekit) out_dir=$livekit_bin ;;
+  --jitsi) out_dir="" ;; # handled below, once its functions are defined
   *)
-    echo "usage: $0 [--print] [k8s|livekit]" >&2
+    echo "usage: $0 [--print] [k8s|livekit] | $0 --jitsi" >&2
     exit 2
     ;;
 esac
@@ -55,6 +63,102 @@ if $print_only; then
 fi
 
 log() { echo "[tools] $*" >&2; }
+
+# --- Jitsi contract test tools ---------------------------------------------------------------
+# Sources, in order: the CONCLAVE_DJM_DIR / CONCLAVE_TPL_SRC variables; ../shared/testdata
+# beside the repository (or beside the main checkout, from a git worktree); a shallow clone of
+# the upstream repository at the pinned tag (machines with internet). Nothing found is an
+# error naming all three, so the test can skip (or fail under CI) with the reason.
+
+repo=$(cd "$here/../.." && pwd)
+
+# The shared test data directories that may hold pinned upstream sources.
+shared_testdata_dirs() {
+  echo "$repo/../shared/testdata"
+  local common
+  if common=$(git -C "$repo" rev-parse --path-format=absolute --git-common-dir 2>/dev/null); then
+    echo "$(dirname "$common")/../shared/testdata"
+  fi
+}
+
+# Prints the directory holding upstream source `name` (a testdata directory name), checking
+# that `marker` exists in it: the variable `var` first, then shared test data, then a shallow
+# clone of `url` at `tag` into the cache.
+jitsi_source() {
+  local var=$1 name=$2 marker=$3 url=$4 tag=$5 dir
+  if [[ -n "${!var:-}" ]]; then
+    [[ -e "${!var}/$marker" ]] || { log "$var=${!var} has no $marker"; return 1; }
+    echo "${!var}"
+    return
+  fi
+  while read -r dir; do
+    if [[ -e "$dir/$name/$marker" ]]; then
+      (cd "$dir/$name" && pwd)
+      return
+    fi
+  done < <(shared_testdata_dirs)
+  dir="$cache/src/$name"
+  if [[ ! -e "$dir/$marker" ]]; then
+    log "cloning $url at $tag (neither $var nor ../shared/testdata/$name is available)"
+    rm -rf "$dir.tmp"
+    if ! git clone -q --depth 1 --branch "$tag" "$url" "$dir.tmp" >&2; then
+      log "no source for $name: set $var, provide ../shared/testdata/$name, or allow access to $url"
+      rm -rf "$dir.tmp"
+      return 1
+    fi
+    rm -rf "$dir"
+    mv "$dir.tmp" "$dir"
+  fi
+  echo "$dir"
+}
+
+# tpl, built once per version from its source (not served by the module proxy as a module;
+# its dependencies are, through its go.sum).
+build_tpl() {
+  local out="$cache/jitsi-tpl-$TPL_VERSION/tpl" src
+  if [[ ! -x "$out" ]]; then
+    src=$(jitsi_source CONCLAVE_TPL_SRC "jitsi-tpl-$TPL_VERSION" go.mod https://github.com/jitsi/tpl "$TPL_VERSION") || return 1
+    log "building tpl $TPL_VERSION from $src"
+    mkdir -p "$(dirname "$out")"
+    (cd "$src" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOTOOLCHAIN=local go build -trimpath -ldflags "-s -w" -o "$out.tmp" .) || return 1
+    mv "$out.tmp" "$out"
+  fi
+  echo "$out"
+}
+
+# Lightbend Config's jar, through Maven (no transitive resolution: the library has no runtime
+# dependencies, and its POM names a test artifact that is not published).
+fetch_hocon() {
+  local dir="$cache/typesafe-config-$HOCON_VERSION" jar
+  jar="$dir/config-$HOCON_VERSION.jar"
+  if [[ ! -f "$jar" ]]; then
+    command -v mvn >/dev/null || { log "mvn is needed to fetch com.typesafe:config $HOCON_VERSION"; return 1; }
+    log "fetching com.typesafe:config $HOCON_VERSION"
+    mkdir -p "$dir"
+    mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy \
+      "-Dartifact=com.typesafe:config:$HOCON_VERSION" "-DoutputDirectory=$dir" >&2 || return 1
+  fi
+  echo "$jar"
+}
+
+jitsi_tools() {
+  local djm tpl hocon
+  djm=$(jitsi_source CONCLAVE_DJM_DIR "docker-jitsi-meet-$DJM_TAG" web/rootfs/defaults/meet.conf \
+    https://github.com/jitsi/docker-jitsi-meet "$DJM_TAG") || return 1
+  tpl=$(build_tpl) || return 1
+  hocon=$(fetch_hocon) || return 1
+  echo "djm=$djm"
+  echo "tpl=$tpl"
+  echo "hocon=$hocon"
+}
+
+if [[ "${1:-}" == "--jitsi" ]]; then
+  jitsi_tools
+  exit
+fi
+# ----------------------------------------------------------------------------------------------
+
+mkdir -p "$bin"
 
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
 
