@@ -154,6 +154,15 @@ async fn identity_fields_are_immutable() {
         .await
         .expect_err("domain change is refused");
     assert!(err.to_string().contains("spec.domain is immutable"), "{err}");
+    let err = bridges
+        .patch(
+            "meet",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"engine": "LiveKit"}})),
+        )
+        .await
+        .expect_err("engine change is refused");
+    assert!(err.to_string().contains("spec.engine is immutable"), "{err}");
     // Other fields stay mutable.
     bridges
         .patch(

@@ -48,6 +48,9 @@ use crate::images;
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.engine != 'LiveKit' || self.auth.mode == 'JWT'").message("spec.auth.mode: LiveKit admits only holders of a Meeting's token; Open is not available with engine LiveKit").field_path(".auth.mode"))]
+#[x_kube(validation = Rule::new("!has(self.redis) || self.engine == 'LiveKit'").message("spec.redis: only LiveKit Bridges use Redis").field_path(".redis"))]
+#[x_kube(validation = Rule::new(MEDIA_CLEAR_OF_TURN_RULE).message("spec.sfu.media.port: the SFU replicas' ports (port to port + maxReplicas - 1, UDP and TCP) overlap TURN's port, tlsPort or relayPorts, which coturn binds on the same nodes with turn.exposure HostPort").field_path(".sfu.media.port"))]
 pub struct BridgeSpec {
     /// Public DNS name the conference is served on, e.g. `meet.example.com`. Immutable: the
     /// XMPP domains, certificates and every issued join link depend on it.
@@ -58,8 +61,10 @@ pub struct BridgeSpec {
     )]
     pub domain: String,
 
-    /// Conferencing engine. Only `Jitsi` exists for now.
+    /// Conferencing engine: `Jitsi` (default) or `LiveKit`. Immutable: the two engines share
+    /// no children, so switching would orphan every one of them.
     #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.engine is immutable; create a new Bridge for another engine"))]
     pub engine: Engine,
 
     /// End-to-end encryption policy for every room on this Bridge. `Required` (default): media
@@ -88,6 +93,12 @@ pub struct BridgeSpec {
     #[serde(default)]
     pub turn: Turn,
 
+    /// Redis for a LiveKit Bridge whose pool can have more than one SFU replica (LiveKit routes
+    /// rooms across replicas through it). Unset: the operator runs one. Set: an existing Redis
+    /// (or Sentinel), used whatever the pool's size. LiveKit only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<Redis>,
+
     /// Container images; unset fields use the images this operator version pins.
     #[serde(default, skip_serializing_if = "is_default")]
     pub images: Images,
@@ -99,6 +110,75 @@ pub enum Engine {
     /// Jitsi Meet: web, prosody, jicofo and videobridge from docker-jitsi-meet.
     #[default]
     Jitsi,
+    /// LiveKit: livekit-server as the SFU pool, Redis across replicas, and Conclave's own join
+    /// page, which turns end-to-end encryption on before the first frame.
+    LiveKit,
+}
+
+/// With TURN on the host network (`turn.exposure: HostPort`), coturn binds its ports and relay
+/// range on the same nodes as SFU replicas exposed by HostPort or NodePort; their ports (UDP,
+/// and TCP for LiveKit's ICE/TCP) must stay clear of them. The one-element lists bind names.
+const MEDIA_CLEAR_OF_TURN_RULE: &str = "!self.turn.enabled || self.turn.exposure != 'HostPort' || self.sfu.media.exposure == 'LoadBalancer' || \
+    [has(self.sfu.media.port) ? self.sfu.media.port : (self.sfu.media.exposure == 'NodePort' ? 31000 : 10000)].all(b, \
+    [b + (has(self.sfu.maxReplicas) ? self.sfu.maxReplicas : self.sfu.replicas) - 1].all(e, \
+    (self.turn.port < b || self.turn.port > e) && (self.turn.tlsPort < b || self.turn.tlsPort > e) && \
+    (self.turn.relayPorts.max < b || self.turn.relayPorts.min > e)))";
+
+/// An existing Redis for a LiveKit Bridge: a server's address or a Sentinel deployment, and the
+/// password. Secrets stay in your Secrets; pods read them by reference.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.address) != has(self.sentinel)").message("spec.redis: set exactly one of address and sentinel"))]
+pub struct Redis {
+    /// `host:port` of the Redis server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 3, max = 261),
+        regex(pattern = r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([-.A-Za-z0-9]*[A-Za-z0-9])?):[0-9]{1,5}$")
+    )]
+    pub address: Option<String>,
+    /// A Sentinel deployment that names the current master.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<Sentinel>,
+    /// The Redis password: a key of a Secret in the Bridge's namespace. Unset: no password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+}
+
+/// Redis Sentinel.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Sentinel {
+    /// Name of the monitored master.
+    #[schemars(length(min = 1, max = 253))]
+    pub master_name: String,
+    /// `host:port` of each Sentinel.
+    #[schemars(
+        length(min = 1, max = 16),
+        inner(
+            length(min = 3, max = 261),
+            regex(pattern = r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([-.A-Za-z0-9]*[A-Za-z0-9])?):[0-9]{1,5}$")
+        )
+    )]
+    pub addresses: Vec<String>,
+    /// The Sentinels' own password, when they require one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+}
+
+/// A key of a Secret in the Bridge's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+    /// The key in it.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
 }
 
 /// Who may join rooms.
@@ -458,6 +538,18 @@ pub struct Images {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub coturn: Option<String>,
+    /// livekit-server, the SFU of a LiveKit Bridge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub livekit: Option<String>,
+    /// Redis, run by the operator for a LiveKit Bridge with more than one SFU replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub redis: Option<String>,
+    /// Conclave itself, which serves a LiveKit Bridge's join page (`conclave web`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub conclave: Option<String>,
 }
 
 impl Images {
@@ -470,6 +562,9 @@ impl Images {
             jicofo: pick(&self.jicofo, images::jicofo),
             jvb: pick(&self.jvb, images::jvb),
             coturn: pick(&self.coturn, images::coturn),
+            livekit: pick(&self.livekit, images::livekit),
+            redis: pick(&self.redis, images::redis),
+            conclave: pick(&self.conclave, images::conclave),
         }
     }
 }

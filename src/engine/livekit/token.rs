@@ -82,13 +82,15 @@ pub fn claims(api_key: &str, grant: &Grant, policy: &Policy, nbf: i64, exp: i64)
         name: grant.name.clone(),
         nbf,
         exp,
+        // A token that cannot join grants nothing else either: the guest link's grant is
+        // exactly `{room, roomJoin: false}`, and `conclave web` decides what a guest may do.
         video: VideoGrant {
             room: grant.room.clone(),
             room_join: grant.join,
-            can_publish: Some(grant.publish),
-            can_subscribe: Some(grant.subscribe),
-            can_publish_data: Some(grant.publish),
-            room_admin: grant.moderator,
+            can_publish: grant.join.then_some(grant.publish),
+            can_subscribe: grant.join.then_some(grant.subscribe),
+            can_publish_data: grant.join.then_some(grant.publish),
+            room_admin: grant.join && grant.moderator,
         },
         metadata: Some(serde_json::to_string(policy)?),
     })
@@ -175,5 +177,7 @@ mod tests {
         let c = claims("k", &g, &policy(), 0, 1).expect("claims");
         assert!(!c.video.room_join);
         assert!(!c.video.room_admin);
+        let v = serde_json::to_value(&c).expect("json");
+        assert_eq!(v["video"], serde_json::json!({"room": "standup", "roomJoin": false}));
     }
 }
