@@ -50,6 +50,8 @@ async fn examples_are_accepted_and_defaults_applied() {
         "bridge.conclave.dev/conference",
         "meeting.conclave.dev/weekly-sync",
         "meeting.conclave.dev/team-room",
+        "bridge.conclave.dev/live",
+        "meeting.conclave.dev/design-review",
     ] {
         assert!(listed.contains(name), "{name} exists:\n{listed}");
     }
