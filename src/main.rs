@@ -47,6 +47,56 @@ enum Command {
         #[arg(long)]
         at: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// Serve a LiveKit Bridge's join page: the page's files, its settings, the guest exchange,
+    /// and the SFU's rooms kept equal to the operator's list of open rooms.
+    Web(WebArgs),
+}
+
+#[derive(clap::Args)]
+struct WebArgs {
+    /// Address to listen on (the page, `/healthz` and `/readyz`).
+    #[arg(long, env = "CONCLAVE_WEB_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// The LiveKit signalling URL the page connects to (`wss://<domain>`); the Content-Security-
+    /// Policy allows it and its https form, and nothing else besides the page's own origin.
+    #[arg(long, env = "CONCLAVE_LIVEKIT_URL")]
+    livekit_url: String,
+    /// LiveKit's HTTP API as this server reaches it (in a cluster: the SFU Service); default:
+    /// the http(s) form of --livekit-url.
+    #[arg(long, env = "CONCLAVE_LIVEKIT_API_URL")]
+    livekit_api_url: Option<String>,
+    /// Directory of the built page (`web/` in the repository, built by npm).
+    #[arg(long, env = "CONCLAVE_WEB_STATIC_DIR", default_value = conclave::web::DEFAULT_STATIC_DIR)]
+    static_dir: PathBuf,
+    /// The operator's list of open rooms (`{"rooms":[{"name":..,"maxParticipants":..}]}`); the
+    /// SFU's rooms are created and deleted to match it. Without it rooms are left alone.
+    #[arg(long, env = "CONCLAVE_ROOMS_FILE")]
+    rooms_file: Option<PathBuf>,
+    /// How often the rooms file is re-read and the SFU's rooms checked (e.g. `10s`, `500ms`).
+    #[arg(long, env = "CONCLAVE_ROOMS_INTERVAL", default_value = "10s", value_parser = parse_interval)]
+    rooms_interval: std::time::Duration,
+    /// The Bridge's LiveKit API key. The secret comes from LIVEKIT_API_SECRET only (never a
+    /// flag, which other users could read in the process list).
+    #[arg(long = "api-key", env = "LIVEKIT_API_KEY")]
+    api_key: String,
+    #[arg(long, env = "CONCLAVE_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+/// `<n>s` or `<n>ms`, at least 100ms.
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = if let Some(ms) = s.strip_suffix("ms") {
+        ms.parse().map(std::time::Duration::from_millis)
+    } else if let Some(secs) = s.strip_suffix('s') {
+        secs.parse().map(std::time::Duration::from_secs)
+    } else {
+        return Err(format!("{s:?}: give a number with s or ms"));
+    }
+    .map_err(|e| format!("{s:?}: {e}"))?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err(format!("{s:?}: at least 100ms"));
+    }
+    Ok(d)
 }
 
 #[derive(clap::Args)]
@@ -88,6 +138,7 @@ fn main() -> ExitCode {
         Command::Crds { out_dir } => crds(out_dir),
         Command::Run(args) => run(args),
         Command::Render { files, namespace, at } => render(&files, &namespace, at),
+        Command::Web(args) => web(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -161,22 +212,52 @@ fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         clock: args.clock_file.map_or(Clock::System, Clock::File),
     };
 
+    init_logging(args.log_format);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(operate(args.http_address, options))
+}
+
+fn init_logging(format: Option<LogFormat>) {
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match args
-        .log_format
-        .unwrap_or(if in_cluster { LogFormat::Json } else { LogFormat::Text })
-    {
+    match format.unwrap_or(if in_cluster { LogFormat::Json } else { LogFormat::Text }) {
         LogFormat::Json => builder.json().init(),
         // Colours only on a terminal: piped logs stay greppable.
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
             .init(),
     }
+}
+
+fn web(args: WebArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let api_secret = std::env::var("LIVEKIT_API_SECRET")
+        .map_err(|_| "LIVEKIT_API_SECRET is not set: conclave web needs the Bridge's LiveKit API secret")?;
+    init_logging(args.log_format);
+    let options = conclave::web::Options {
+        listen: args.listen,
+        livekit_url: args.livekit_url,
+        livekit_api_url: args.livekit_api_url,
+        static_dir: args.static_dir,
+        rooms_file: args.rooms_file,
+        rooms_interval: args.rooms_interval,
+        credentials: conclave::web::twirp::Credentials {
+            api_key: args.api_key,
+            api_secret,
+        },
+    };
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(operate(args.http_address, options))
+    runtime.block_on(async {
+        let shutdown = on_signals()?;
+        let stopped = async move {
+            let mut shutdown = shutdown;
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        conclave::web::run(options, stopped).await?;
+        tracing::info!("conclave web stopped");
+        Ok(())
+    })
 }
 
 async fn operate(http_address: SocketAddr, options: Options) -> Result<(), Box<dyn std::error::Error>> {

@@ -14,14 +14,6 @@ pub enum E2eePolicy {
 }
 
 impl E2eePolicy {
-    /// The value as the API writes it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            E2eePolicy::Required => "Required",
-            E2eePolicy::Preferred => "Preferred",
-        }
-    }
-
     /// Whether `self` is at least as strict as `other`.
     pub fn at_least(self, other: E2eePolicy) -> bool {
         // Required sorts before Preferred, so "stricter" is "smaller".

@@ -96,15 +96,6 @@ pub enum KeyDistribution {
     OutOfBand,
 }
 
-impl KeyDistribution {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyDistribution::Link => "Link",
-            KeyDistribution::OutOfBand => "OutOfBand",
-        }
-    }
-}
-
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }

@@ -318,7 +318,7 @@ async fn passphrase(
     match e2ee_key::plan(current.as_deref(), rekeyed.as_deref(), requested.as_deref()) {
         e2ee_key::Plan::Keep(k) => Ok(Some(k)),
         e2ee_key::Plan::Generate { rekey, replaces } => {
-            let k = livekit::new_passphrase();
+            let k = crate::engine::livekit::token::new_passphrase();
             let secret = e2ee_key::secret(e2ee_key::meta(name, ns, owner.clone()), &k, rekey.as_deref());
             super::put_secret(&cx.client, secret, live.as_deref()).await?;
             if replaces {

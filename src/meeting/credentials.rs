@@ -75,7 +75,7 @@ pub fn keys(spec: &MeetingSpec) -> Vec<String> {
 pub fn links(input: &Input<'_>) -> Result<BTreeMap<String, String>, jsonwebtoken::errors::Error> {
     let url = super::room_url(input.domain, input.room);
     let app_secret = match input.signer {
-        Signer::LiveKit(keys) => return livekit::links(&url, input.room, input.spec, &keys, input.window),
+        Signer::LiveKit(keys) => return livekit::links(input.domain, input.room, input.spec, &keys, input.window),
         Signer::Jitsi(secret) => Some(secret),
         Signer::Open => None,
     };

@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # Builds the local control plane and test tools from the Go module proxy and
-# caches them outside the repository, one directory per version, so a warm
-# machine rebuilds nothing. Prints the bin directory on stdout.
+# caches them outside the repository, one directory per version set, so a warm
+# machine rebuilds nothing. Two sets, each in its own directory:
 #
-#   tests/tools/build.sh            # build what is missing, print the bin dir
-#   tests/tools/build.sh --print    # only print the bin dir
+#   k8s      etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+#            kubectl, kwok, helm, cert-manager-crds/
+#   livekit  livekit-server, and lkclient (our test client, tests/tools/lkclient,
+#            rebuilt whenever its sources change)
 #
-# Versions live here and nowhere else; the Rust harness asks this script.
+#   tests/tools/build.sh                  # build what is missing in both sets, print the k8s dir
+#   tests/tools/build.sh --print          # only print the k8s dir
+#   tests/tools/build.sh livekit          # build what is missing in the livekit set, print its dir
+#   tests/tools/build.sh --print livekit  # only print the livekit dir
+#   tests/tools/build.sh k8s              # the k8s set alone
+#
+# stdout is exactly one line, the directory; progress goes to stderr.
+# Versions live here and nowhere else (lkclient's go.mod must agree, which is
+# checked); the Rust harness asks this script (testenv/src/tools.rs).
 set -euo pipefail
 
 KUBERNETES_VERSION=v1.37.2
@@ -14,17 +24,36 @@ ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
 CERT_MANAGER_VERSION=v1.21.1
+# Later livekit-server tags replace pion with LiveKit forks the module proxy does not serve.
+LIVEKIT_SERVER_VERSION=v1.13.5
+# lkclient's LiveKit SDK; go.mod/go.sum pin it and the protocol module it requires.
+LIVEKIT_SDK_VERSION=v2.19.0
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${CONCLAVE_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/conclave/tools}
 bin="$cache/k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION-helm-$HELM_VERSION-cm-$CERT_MANAGER_VERSION"
+# lkclient's stamp covers its go.mod, so an SDK bump rebuilds lkclient, not livekit-server.
+livekit_bin="$cache/livekit-server-$LIVEKIT_SERVER_VERSION"
 
+print_only=false
 if [[ "${1:-}" == "--print" ]]; then
-  echo "$bin"
+  print_only=true
+  shift
+fi
+set_name=${1:-all}
+case "$set_name" in
+  all | k8s) out_dir=$bin ;;
+  livekit) out_dir=$livekit_bin ;;
+  *)
+    echo "usage: $0 [--print] [k8s|livekit]" >&2
+    exit 2
+    ;;
+esac
+if $print_only; then
+  echo "$out_dir"
   exit 0
 fi
 
-mkdir -p "$bin"
 log() { echo "[tools] $*" >&2; }
 
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
@@ -54,14 +83,16 @@ build_etcd() {
   fi
 }
 
-# kwok and helm build cleanly with a plain `go install` at a version.
+# kwok, helm and livekit-server build cleanly with a plain `go install` at a
+# version. go_install DIR NAME MODULE [BUILT]: BUILT is the name `go install`
+# gives the binary when it differs from NAME.
 go_install() {
-  local name=$1 module=$2
-  if [[ ! -x "$bin/$name" ]]; then
+  local dir=$1 name=$2 module=$3 built=${4:-$2}
+  if [[ ! -x "$dir/$name" ]]; then
     log "building $name from $module"
-    GOBIN="$bin/.gobin-$name" go install -trimpath -ldflags "-s -w" "$module"
-    mv "$bin/.gobin-$name/$name" "$bin/$name"
-    rmdir "$bin/.gobin-$name"
+    GOBIN="$dir/.gobin-$name" go install -trimpath -ldflags "-s -w" "$module"
+    mv "$dir/.gobin-$name/$built" "$dir/$name"
+    rmdir "$dir/.gobin-$name"
   fi
 }
 
@@ -78,10 +109,50 @@ fetch_cert_manager_crds() {
   fi
 }
 
-build_etcd
-build_kubernetes
-go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
-go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-fetch_cert_manager_crds
+# lkclient is rebuilt when its sources change: the stamp holds their hash.
+build_lkclient() {
+  local src="$here/lkclient" pinned sum
+  pinned=$(awk '$1 == "github.com/livekit/server-sdk-go/v2" { print $2 }' "$src/go.mod")
+  if [[ "$pinned" != "$LIVEKIT_SDK_VERSION" ]]; then
+    echo "tests/tools/lkclient/go.mod requires server-sdk-go $pinned, build.sh says $LIVEKIT_SDK_VERSION" >&2
+    exit 1
+  fi
+  sum=$(cd "$src" && sha256sum go.mod go.sum ./*.go | sha256sum | cut -d' ' -f1)
+  if [[ ! -x "$livekit_bin/lkclient" || "$(cat "$livekit_bin/lkclient.sha256" 2>/dev/null)" != "$sum" ]]; then
+    log "building lkclient (server-sdk-go $LIVEKIT_SDK_VERSION)"
+    (cd "$src" && GOFLAGS="$GOFLAGS -mod=readonly" go build -trimpath -ldflags "-s -w" -o "$livekit_bin/lkclient.tmp" .)
+    mv "$livekit_bin/lkclient.tmp" "$livekit_bin/lkclient"
+    echo "$sum" >"$livekit_bin/lkclient.sha256"
+  fi
+}
 
-echo "$bin"
+build_k8s_set() {
+  mkdir -p "$bin"
+  build_etcd
+  build_kubernetes
+  go_install "$bin" kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  go_install "$bin" helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  fetch_cert_manager_crds
+}
+
+build_livekit_set() {
+  mkdir -p "$livekit_bin"
+  # One builder at a time: concurrent test binaries would otherwise each spend
+  # minutes on the same cold build.
+  exec 9>"$livekit_bin/.lock"
+  flock 9
+  go_install "$livekit_bin" livekit-server "github.com/livekit/livekit-server/cmd/server@$LIVEKIT_SERVER_VERSION" server
+  build_lkclient
+  exec 9>&-
+}
+
+case "$set_name" in
+  all)
+    build_k8s_set
+    build_livekit_set
+    ;;
+  k8s) build_k8s_set ;;
+  livekit) build_livekit_set ;;
+esac
+
+echo "$out_dir"

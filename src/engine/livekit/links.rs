@@ -5,20 +5,16 @@
 //! K is the Meeting's shared E2EE passphrase (32 random bytes, base64url), which every client
 //! turns into the same key with LiveKit's own derivation. It rides in the fragment, which
 //! browsers never send to a server; with `keyDistribution: OutOfBand` there is no fragment and
-//! the page asks for the passphrase. Tokens are deterministic (see [`super::token`]), so an
-//! unchanged Meeting re-issues byte-identical links.
+//! the page asks for the passphrase. Tokens and links are [`super::token`]'s, deterministic, so
+//! an unchanged Meeting re-issues byte-identical links.
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
-
-use super::token::{self, Grant, Policy};
+use super::token::{self, Participant, Policy};
 use crate::api::E2eePolicy;
 use crate::api::meeting::{KeyDistribution, MeetingSpec};
+use crate::meeting::credentials::GUEST_KEY;
 use crate::meeting::schedule::Window;
-
-/// Identity of the guest token: not a participant, and no participant may be called this.
-pub const GUEST_IDENTITY: &str = "guest";
 
 /// What LiveKit links are signed and keyed with.
 #[derive(Clone, Copy)]
@@ -43,73 +39,40 @@ impl std::fmt::Debug for Keys<'_> {
     }
 }
 
-/// A new E2EE passphrase: 32 random bytes, base64url without padding (43 characters, safe in
-/// a URL fragment as it stands).
-pub fn new_passphrase() -> String {
-    let mut bytes = [0u8; 32];
-    rand::fill(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
 /// The links by credentials-Secret key: one per participant, then `guest` when guests are
-/// allowed. `url` is the room's URL.
+/// allowed.
 pub fn links(
-    url: &str,
+    domain: &str,
     room: &str,
     spec: &MeetingSpec,
     keys: &Keys<'_>,
     window: Window,
 ) -> Result<BTreeMap<String, String>, jsonwebtoken::errors::Error> {
-    let fragment = match (keys.key_distribution, keys.passphrase) {
-        (KeyDistribution::Link, Some(k)) => format!("#key={k}"),
-        _ => String::new(),
+    let policy = Policy {
+        e2ee: keys.e2ee,
+        key_distribution: keys.key_distribution,
     };
-    let policy = |guest: bool, lobby: bool| Policy {
-        e2ee: keys.e2ee.as_str().into(),
-        key_distribution: keys.key_distribution.as_str().into(),
-        guest,
-        lobby,
-    };
-    let sign = |grant: &Grant, policy: &Policy| {
-        let c = token::claims(
-            keys.api_key,
-            grant,
-            policy,
-            window.not_before.timestamp(),
-            window.expires.timestamp(),
-        )
-        .map_err(jsonwebtoken::errors::Error::from)?;
-        token::sign(&c, keys.api_secret)
+    let key = match keys.key_distribution {
+        KeyDistribution::Link => keys.passphrase,
+        KeyDistribution::OutOfBand => None,
     };
     let mut out = BTreeMap::new();
     for p in &spec.participants {
-        let grant = Grant {
-            identity: p.name.clone(),
-            name: Some(p.display_name.clone().unwrap_or_else(|| p.name.clone())),
-            room: room.to_string(),
-            join: true,
-            publish: true,
-            subscribe: true,
+        let who = Participant {
+            identity: &p.name,
+            name: p.display_name.as_deref().unwrap_or(&p.name),
             moderator: p.moderator,
         };
-        let t = sign(&grant, &policy(false, false))?;
-        out.insert(p.name.clone(), format!("{url}?token={t}{fragment}"));
+        let t = token::sign(
+            &token::access_claims(keys.api_key, room, who, policy, window),
+            keys.api_secret,
+        )?;
+        out.insert(p.name.clone(), token::join_link(domain, room, &t, key));
     }
     if spec.guests.allowed {
-        let grant = Grant {
-            identity: GUEST_IDENTITY.into(),
-            name: None,
-            room: room.to_string(),
-            join: false,
-            publish: false,
-            subscribe: false,
-            moderator: false,
-        };
-        let t = sign(&grant, &policy(true, spec.guests.lobby))?;
-        out.insert(
-            crate::meeting::credentials::GUEST_KEY.to_string(),
-            format!("{url}?guest={t}{fragment}"),
-        );
+        let claims = token::guest_claims(keys.api_key, room, policy, spec.guests.lobby, window);
+        let t = token::sign(&claims, keys.api_secret)?;
+        out.insert(GUEST_KEY.to_string(), token::guest_link(domain, room, &t, key));
     }
     Ok(out)
 }
@@ -165,10 +128,9 @@ mod tests {
     #[test]
     fn every_participant_gets_a_token_and_the_key_in_the_fragment() {
         let w = window();
-        let k = new_passphrase();
-        assert_eq!(k.len(), 43);
+        let k = token::new_passphrase();
         let links = links(
-            "https://meet.example.com/standup",
+            "meet.example.com",
             "standup",
             &spec(),
             &keys(Some(&k), KeyDistribution::Link),
@@ -178,31 +140,30 @@ mod tests {
         assert_eq!(links.keys().collect::<Vec<_>>(), ["alice", "bob", "guest"]);
         let (t, fragment) = split(&links["alice"], "token");
         assert_eq!(fragment, Some(format!("key={k}")));
-        let c = token::verify(&t, SECRET).expect("verifies");
-        assert_eq!((c.iss.as_str(), c.sub.as_str()), ("APIkey", "alice"));
-        assert_eq!(c.name.as_deref(), Some("Alice L."));
+        let c = token::verify(&t, "APIkey", SECRET).expect("verifies");
+        assert_eq!(
+            (c.iss.as_str(), c.sub.as_str(), c.name.as_str()),
+            ("APIkey", "alice", "Alice L.")
+        );
         assert!(c.video.room_join && c.video.room_admin);
         assert_eq!(c.video.room, "standup");
         assert_eq!((c.nbf, c.exp), (w.not_before.timestamp(), w.expires.timestamp()));
-        let meta: Policy = serde_json::from_str(c.metadata.as_deref().expect("metadata")).expect("policy");
+        let meta = token::page_metadata(&c).expect("metadata");
         assert_eq!(
-            (meta.e2ee.as_str(), meta.key_distribution.as_str()),
-            ("Required", "Link")
+            (meta.e2ee, meta.key_distribution),
+            (E2eePolicy::Required, KeyDistribution::Link)
         );
-        let b = token::verify(&split(&links["bob"], "token").0, SECRET).expect("bob");
-        assert_eq!(b.name.as_deref(), Some("bob"));
+        let b = token::verify(&split(&links["bob"], "token").0, "APIkey", SECRET).expect("bob");
+        assert_eq!(b.name, "bob");
         assert!(!b.video.room_admin);
-        assert!(
-            !c.metadata.unwrap_or_default().contains(&k),
-            "the key is never in a token"
-        );
+        assert!(!c.metadata.contains(&k), "the key is never in a token");
     }
 
     #[test]
     fn the_guest_link_cannot_join_by_itself() {
-        let k = new_passphrase();
+        let k = token::new_passphrase();
         let links = links(
-            "https://meet.example.com/standup",
+            "meet.example.com",
             "standup",
             &spec(),
             &keys(Some(&k), KeyDistribution::Link),
@@ -211,32 +172,37 @@ mod tests {
         .expect("links");
         let (t, fragment) = split(&links["guest"], "guest");
         assert_eq!(fragment, Some(format!("key={k}")));
-        let c = token::verify(&t, SECRET).expect("verifies");
-        assert_eq!(c.sub, GUEST_IDENTITY);
+        let c = token::verify(&t, "APIkey", SECRET).expect("verifies");
+        assert_eq!(c.sub, token::GUEST_SUBJECT);
         assert!(!c.video.room_join);
-        let meta: Policy = serde_json::from_str(c.metadata.as_deref().expect("metadata")).expect("policy");
-        assert!(meta.guest && meta.lobby);
+        let meta = token::page_metadata(&c).expect("metadata");
+        assert_eq!((meta.guest, meta.lobby), (Some(true), Some(true)));
     }
 
     #[test]
     fn out_of_band_links_carry_no_key_and_links_are_deterministic() {
         let w = window();
+        let k = token::new_passphrase();
         let make = || {
             links(
-                "https://meet.example.com/standup",
+                "meet.example.com",
                 "standup",
                 &spec(),
-                &keys(None, KeyDistribution::OutOfBand),
+                &keys(Some(&k), KeyDistribution::OutOfBand),
                 w,
             )
             .expect("links")
         };
         let a = make();
-        assert!(a.values().all(|l| !l.contains('#')), "{a:?}");
+        assert!(
+            a.values().all(|l| !l.contains('#')),
+            "OutOfBand never carries a key: {a:?}"
+        );
         assert_eq!(a, make(), "same Meeting, same links");
-        let meta = token::verify(&split(&a["bob"], "token").0, SECRET)
-            .expect("bob")
-            .metadata;
-        assert!(meta.unwrap_or_default().contains("\"keyDistribution\":\"OutOfBand\""));
+        let c = token::verify(&split(&a["bob"], "token").0, "APIkey", SECRET).expect("bob");
+        assert_eq!(
+            token::page_metadata(&c).expect("metadata").key_distribution,
+            KeyDistribution::OutOfBand
+        );
     }
 }
