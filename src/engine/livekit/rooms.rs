@@ -89,4 +89,14 @@ mod tests {
         );
         assert_eq!(file(&BTreeMap::new()).expect("json"), "{\"rooms\":[]}\n");
     }
+
+    #[test]
+    fn conclave_web_reads_what_the_operator_writes() {
+        let open = BTreeMap::from([("standup".to_string(), Some(25)), ("all-hands".to_string(), None)]);
+        let read = crate::web::rooms::parse(&file(&open).expect("json"), "rooms.json").expect("parses");
+        assert_eq!(
+            read,
+            BTreeMap::from([("standup".to_string(), 25), ("all-hands".to_string(), 0)])
+        );
+    }
 }
