@@ -87,7 +87,7 @@ fn object<T: serde::de::DeserializeOwned>(v: Value) -> T {
 }
 
 async fn links_of(secrets: &Api<Secret>, name: &str, n: usize) -> BTreeMap<String, String> {
-    wait_for(&format!("{name}"), Duration::from_secs(60), || async {
+    wait_for(name, Duration::from_secs(60), || async {
         let d = data(&secrets.get_opt(name).await.ok()??);
         (d.len() == n).then_some(d)
     })
