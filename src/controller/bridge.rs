@@ -223,7 +223,10 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
             available_participants: reservation.available(&bridge.spec.sfu),
         }),
     };
-    if let Some(sfu) = &status.sfu {
+    // A Bridge deleted while this reconcile ran (its children's deletions bring reconciles too)
+    // has had its series removed when its watch saw the deletion: do not bring them back.
+    let deleted = cx.bridges.get(&ObjectRef::from_obj(&*bridge)).is_none();
+    if let (Some(sfu), false) = (&status.sfu, deleted) {
         cx.metrics.set_bridge_capacity(
             &ns,
             &name,
