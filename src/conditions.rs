@@ -78,6 +78,7 @@ named! {
         Ended = "Ended",
         E2eeWeakerThanBridge = "E2EEWeakerThanBridge",
         RoomInUse = "RoomInUse",
+        UnsupportedByEngine = "UnsupportedByEngine",
         ExceedsBridgeCapacity = "ExceedsBridgeCapacity",
         Overbooked = "Overbooked",
         Planned = "Planned",

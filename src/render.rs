@@ -10,12 +10,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 use serde::Deserialize;
 
+use crate::api::bridge::Engine;
+use crate::api::meeting::KeyDistribution;
 use crate::api::{Bridge, Meeting};
 use crate::bridge::context::{Cluster, Ctx};
 use crate::bridge::{ca, certificate, placement, secrets};
 use crate::engine;
 use crate::labels::Component;
-use crate::meeting::{capacity, credentials};
+use crate::meeting::{capacity, credentials, e2ee_key, validate};
 
 /// What stands in for the uid the API server assigns to a parent.
 const UID_PLACEHOLDER: &str = "<assigned by the API server>";
@@ -87,7 +89,13 @@ pub fn render(
         out.extend(render_bridge(b, &meetings, at, cluster)?);
     }
     for m in &meetings {
-        out.push(render_meeting(m)?);
+        let engine = bridges
+            .iter()
+            .find(|b| {
+                b.metadata.name.as_deref() == Some(&m.spec.bridge) && b.metadata.namespace == m.metadata.namespace
+            })
+            .map(|b| b.spec.engine);
+        out.extend(render_meeting(m, engine)?);
     }
     let docs: Result<Vec<String>, _> = out.iter().map(serde_saphyr::to_string).collect();
     Ok(docs.map_err(|e| RenderError::Yaml(e.to_string()))?.join("---\n"))
@@ -131,6 +139,14 @@ fn render_bridge(
             .map(|m| (m.metadata.name.as_deref().unwrap_or_default(), &m.spec)),
         at,
     );
+    if bridge.spec.engine == Engine::LiveKit {
+        let bookings: Vec<validate::Booking<'_>> = meetings
+            .iter()
+            .filter(|m| m.metadata.namespace.as_deref() == Some(&ns) && m.spec.bridge == name)
+            .map(validate::Booking::of)
+            .collect();
+        ctx.open_rooms = crate::meeting::open_rooms(&bookings, &name, &bridge.spec, at).0;
+    }
     let tls = bridge.spec.tls.clone().unwrap_or_default();
     ctx.tls_secret = Some(
         tls.secret_name
@@ -140,7 +156,7 @@ fn render_bridge(
 
     let mut out = vec![reference_secret(
         ctx.meta(secrets::SUFFIX, Component::Secrets),
-        &secrets::KEYS,
+        secrets::keys(bridge.spec.engine),
         "generated once in the cluster by the operator",
     )];
     if tls.issuer_ref.is_none() && tls.secret_name.is_none() {
@@ -163,7 +179,9 @@ fn render_bridge(
     Ok(out)
 }
 
-fn render_meeting(meeting: &Meeting) -> Result<serde_json::Value, RenderError> {
+/// The Meeting's Secrets as references. The engine is its Bridge's, when the Bridge is among
+/// the documents (Jitsi otherwise, the default engine).
+fn render_meeting(meeting: &Meeting, engine: Option<Engine>) -> Result<Vec<serde_json::Value>, RenderError> {
     let name = meeting
         .metadata
         .name
@@ -173,11 +191,24 @@ fn render_meeting(meeting: &Meeting) -> Result<serde_json::Value, RenderError> {
     let meta = credentials::meta(&name, &ns, owner::<Meeting>(&name));
     let keys = credentials::keys(&meeting.spec);
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    Ok(reference_secret(
-        meta,
-        &keys,
-        "join link signed in the cluster with the Bridge's app secret",
-    ))
+    let livekit = engine == Some(Engine::LiveKit);
+    let with_key = livekit && meeting.spec.key_distribution == KeyDistribution::Link;
+    let origin = match (livekit, with_key) {
+        (false, _) => "join link signed in the cluster with the Bridge's app secret",
+        (true, true) => {
+            "join link signed in the cluster with the Bridge's LiveKit API secret, the Meeting's E2EE passphrase in its fragment"
+        }
+        (true, false) => "join link signed in the cluster with the Bridge's LiveKit API secret, without a key",
+    };
+    let mut out = vec![reference_secret(meta, &keys, origin)];
+    if with_key {
+        out.push(reference_secret(
+            e2ee_key::meta(&name, &ns, owner::<Meeting>(&name)),
+            &[e2ee_key::KEY],
+            "the Meeting's E2EE passphrase, generated once in the cluster by the operator",
+        ));
+    }
+    Ok(out)
 }
 
 /// A Secret whose values are descriptions of where they come from.

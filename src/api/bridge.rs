@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{E2eePolicy, Exposure};
+pub use super::redis::{Redis, SecretKeyRef, Sentinel};
 use crate::images;
 
 /// A private, end-to-end encrypted conferencing deployment for one domain: signalling, a pool
@@ -49,6 +50,9 @@ use crate::images;
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.turn) || !has(self.turn.host) || self.turn.host != self.domain || (self.turn.port != 443 && self.turn.tlsPort != 443)").message("spec.turn.host: equal to spec.domain, whose port 443 is the web front end's; give TURN its own name or ports other than 443").field_path(".turn.host"))]
+#[x_kube(validation = Rule::new("self.engine != 'LiveKit' || self.auth.mode == 'JWT'").message("spec.auth.mode: LiveKit admits only holders of a Meeting's token; Open is not available with engine LiveKit").field_path(".auth.mode"))]
+#[x_kube(validation = Rule::new("!has(self.redis) || self.engine == 'LiveKit'").message("spec.redis: only LiveKit Bridges use Redis").field_path(".redis"))]
+#[x_kube(validation = Rule::new(MEDIA_CLEAR_OF_TURN_RULE).message("spec.sfu.media.port: the SFU replicas' ports (port to port + maxReplicas - 1, UDP and TCP) overlap TURN's port, tlsPort or relayPorts, which coturn binds on the same nodes with turn.exposure HostPort").field_path(".sfu.media.port"))]
 pub struct BridgeSpec {
     /// Public DNS name the conference is served on, e.g. `meet.example.com`. Immutable: the
     /// XMPP domains, certificates and every issued join link depend on it.
@@ -59,8 +63,10 @@ pub struct BridgeSpec {
     )]
     pub domain: String,
 
-    /// Conferencing engine. Only `Jitsi` exists for now.
+    /// Conferencing engine: `Jitsi` (default) or `LiveKit`. Immutable: the two engines share
+    /// no children, so switching would orphan every one of them.
     #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.engine is immutable; create a new Bridge for another engine"))]
     pub engine: Engine,
 
     /// End-to-end encryption policy for every room on this Bridge. `Required` (default): media
@@ -89,6 +95,12 @@ pub struct BridgeSpec {
     #[serde(default)]
     pub turn: Turn,
 
+    /// Redis for a LiveKit Bridge whose pool can have more than one SFU replica (LiveKit routes
+    /// rooms across replicas through it). Unset: the operator runs one. Set: an existing Redis
+    /// (or Sentinel), used whatever the pool's size. LiveKit only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<Redis>,
+
     /// Container images; unset fields use the images this operator version pins.
     #[serde(default, skip_serializing_if = "is_default")]
     pub images: Images,
@@ -100,7 +112,19 @@ pub enum Engine {
     /// Jitsi Meet: web, prosody, jicofo and videobridge from docker-jitsi-meet.
     #[default]
     Jitsi,
+    /// LiveKit: livekit-server as the SFU pool, Redis across replicas, and Conclave's own join
+    /// page, which turns end-to-end encryption on before the first frame.
+    LiveKit,
 }
+
+/// With TURN on the host network (`turn.exposure: HostPort`), coturn binds its ports and relay
+/// range on the same nodes as SFU replicas exposed by HostPort or NodePort; their ports (UDP,
+/// and TCP for LiveKit's ICE/TCP) must stay clear of them. The one-element lists bind names.
+const MEDIA_CLEAR_OF_TURN_RULE: &str = "!self.turn.enabled || self.turn.exposure != 'HostPort' || self.sfu.media.exposure == 'LoadBalancer' || \
+    [has(self.sfu.media.port) ? self.sfu.media.port : (self.sfu.media.exposure == 'NodePort' ? 31000 : 10000)].all(b, \
+    [b + (has(self.sfu.maxReplicas) ? self.sfu.maxReplicas : self.sfu.replicas) - 1].all(e, \
+    (self.turn.port < b || self.turn.port > e) && (self.turn.tlsPort < b || self.turn.tlsPort > e) && \
+    (self.turn.relayPorts.max < b || self.turn.relayPorts.min > e)))";
 
 /// Who may join rooms.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -484,6 +508,18 @@ pub struct Images {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub coturn: Option<String>,
+    /// livekit-server, the SFU of a LiveKit Bridge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub livekit: Option<String>,
+    /// Redis, run by the operator for a LiveKit Bridge with more than one SFU replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub redis: Option<String>,
+    /// Conclave itself, which serves a LiveKit Bridge's join page (`conclave web`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub conclave: Option<String>,
 }
 
 impl Images {
@@ -496,6 +532,9 @@ impl Images {
             jicofo: pick(&self.jicofo, images::jicofo),
             jvb: pick(&self.jvb, images::jvb),
             coturn: pick(&self.coturn, images::coturn),
+            livekit: pick(&self.livekit, images::livekit),
+            redis: pick(&self.redis, images::redis),
+            conclave: pick(&self.conclave, images::conclave),
         }
     }
 }

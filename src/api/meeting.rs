@@ -76,6 +76,28 @@ pub struct MeetingSpec {
     /// E2EE policy of the room; defaults to the Bridge's and may not be weaker than it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub e2ee: Option<E2eePolicy>,
+
+    /// How participants get the room's end-to-end encryption passphrase (LiveKit Bridges only).
+    /// `Link` (default): the operator generates it once and puts it in every link's fragment
+    /// (`#key=`), which browsers never send to a server. `OutOfBand`: links carry no key, the
+    /// organiser shares a passphrase by other means and the join page asks for it; nobody in
+    /// the cluster ever holds it.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub key_distribution: KeyDistribution,
+}
+
+/// How a Meeting's E2EE passphrase reaches its participants.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum KeyDistribution {
+    /// In each join link's fragment.
+    #[default]
+    Link,
+    /// Not in the links: shared by the organiser by other means.
+    OutOfBand,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// An invited participant.

@@ -59,6 +59,9 @@ pub struct Ctx {
     pub sfu: Vec<SfuReplica>,
     /// Occupancy limit by room, from the Meetings on this Bridge that set `maxParticipants`.
     pub room_limits: BTreeMap<String, i32>,
+    /// Rooms whose Meeting is open now, with its `maxParticipants` (LiveKit: the SFU creates
+    /// no room on its own, so these are the only rooms that exist).
+    pub open_rooms: BTreeMap<String, Option<i32>>,
     /// Host names or addresses clients reach TURN at ([`super::placement::turn_hosts`]); empty
     /// until one is known.
     pub turn_hosts: Vec<String>,
@@ -112,6 +115,7 @@ impl Ctx {
             secrets_revision: None,
             sfu,
             room_limits: BTreeMap::new(),
+            open_rooms: BTreeMap::new(),
             turn_hosts: Vec::new(),
         }
     }

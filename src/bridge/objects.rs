@@ -294,6 +294,7 @@ pub(crate) mod fixtures {
             tls_secret: Some("meet-tls".into()),
             secrets_revision: None,
             room_limits: Default::default(),
+            open_rooms: Default::default(),
             sfu: vec![
                 SfuReplica {
                     index: 0,

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -19,13 +18,13 @@ use tracing::Instrument;
 
 use super::{Context, Error, status, tls};
 use crate::api::Exposure;
-use crate::api::bridge::{Bridge, BridgeStatus, SfuStatus};
+use crate::api::bridge::{Bridge, BridgeStatus, Engine, SfuStatus};
 pub use crate::bridge::context::OWNER_KIND;
 use crate::bridge::context::{Ctx, SfuReplica};
 use crate::bridge::{coturn, placement, secrets, sfu as pool};
 use crate::conditions::{Reason, Type, condition as cond};
 use crate::labels;
-use crate::meeting::{self, capacity};
+use crate::meeting::{self, capacity, validate};
 use crate::{apply, clock, engine, turn};
 
 /// One reconcile of one Bridge.
@@ -105,6 +104,16 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
             .map(|m| (m.metadata.name.as_deref().unwrap_or_default(), &m.spec)),
         Some(now),
     );
+    let bookings: Vec<validate::Booking<'_>> = all_meetings
+        .iter()
+        .filter(|m| m.namespace().as_deref() == Some(&ns) && m.spec.bridge == name)
+        .map(|m| validate::Booking::of(m))
+        .collect();
+    let (open_rooms, rooms_change) = match bridge.spec.engine {
+        Engine::LiveKit => meeting::open_rooms(&bookings, &name, &bridge.spec, Some(now)),
+        Engine::Jitsi => Default::default(),
+    };
+    ctx.open_rooms = open_rooms;
     ctx.secrets_revision = ensure_generated_secret(&cx, &bridge, &ctx).await?;
     let tls = tls::tls_state(&cx, &bridge, &ctx).await?;
     ctx.tls_secret = tls.secret.clone();
@@ -161,7 +170,7 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
         let child = labels::child_name(&name, suffix);
         !changed.contains(&child) && cx.workload_ready(kind, &ns, &child)
     };
-    let (workloads, described) = engine::signalling(bridge.spec.engine);
+    let (workloads, described) = engine::signalling(&bridge.spec);
     let signalling = workloads.iter().all(|w| ready(super::Kind::Deployment, w));
     conditions.push(cond(
         Type::SignallingReady,
@@ -239,7 +248,10 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
             available_participants: reservation.available(&bridge.spec.sfu),
         }),
     };
-    if let Some(sfu) = &status.sfu {
+    // A Bridge deleted while this reconcile ran (its children's deletions bring reconciles too)
+    // has had its series removed when its watch saw the deletion: do not bring them back.
+    let deleted = cx.bridges.get(&ObjectRef::from_obj(&*bridge)).is_none();
+    if let (Some(sfu), false) = (&status.sfu, deleted) {
         cx.metrics.set_bridge_capacity(
             &ns,
             &name,
@@ -253,10 +265,10 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     }
     let status_written = patch_status(&cx, &bridge, status).await?;
     tracing::info!(writes, status_written, "reconciled");
-    // Wake exactly when something is due: a certificate renewal or a Meeting entering or
-    // leaving its reservation.
+    // Wake exactly when something is due: a certificate renewal, a Meeting entering or leaving
+    // its reservation, or (LiveKit) a room opening or closing.
     let retry = (!refused.is_empty()).then(|| now + chrono::Duration::seconds(60));
-    let due = [tls.renew_at, reservation.next_change, retry]
+    let due = [tls.renew_at, reservation.next_change, rooms_change, retry]
         .into_iter()
         .flatten()
         .min();
@@ -317,38 +329,52 @@ fn load_balancer(services: &Store<DynamicObject>, ns: &str, name: &str) -> place
 }
 
 /// Creates the generated Secret once, with random values, and replaces values only when a
-/// rotation is requested (see [`secrets::ROTATE_ANNOTATION`]). Returns the rotation the values
-/// belong to. Values survive restarts and GitOps never sees them.
+/// rotation is requested (see [`secrets::ROTATE_ANNOTATION`]) or a key of the engine's set is
+/// missing (an operator upgrade that adds one). Returns the rotation the values belong to.
+/// Values survive restarts and GitOps never sees them.
 async fn ensure_generated_secret(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Result<Option<String>, Error> {
     let (name, ns) = (&ctx.secret_name, &ctx.namespace);
+    let engine = bridge.spec.engine;
     let requested = bridge.annotations().get(secrets::ROTATE_ANNOTATION).cloned();
     let live = cx.cached_secret(ns, name);
     let current = live
         .as_ref()
         .and_then(|l| l.annotations().get(secrets::ROTATION_ANNOTATION).cloned());
-    let rotate: Vec<&str> = match (&live, &requested) {
-        (None, _) => secrets::KEYS.to_vec(),
-        (Some(_), Some(r)) if current.as_ref() != Some(r) => secrets::keys_to_rotate(
+    let old = |k: &str| live.as_deref().and_then(|l| super::secret_value(l, k));
+    let missing: Vec<&str> = secrets::keys(engine)
+        .iter()
+        .copied()
+        .filter(|k| old(k).is_none())
+        .collect();
+    let rotating = live.is_some() && requested.is_some() && current != requested;
+    if !rotating && missing.is_empty() {
+        return Ok(current);
+    }
+    let mut rotate = missing;
+    if rotating {
+        rotate.extend(secrets::keys_to_rotate(
+            engine,
             bridge
                 .annotations()
                 .get(secrets::ROTATE_KEYS_ANNOTATION)
                 .map(String::as_str),
-        ),
-        _ => return Ok(current),
-    };
-    let old = |k: &str| live.as_deref().and_then(|l| super::secret_value(l, k));
-    let data = secrets::KEYS
+        ));
+    }
+    let data = secrets::keys(engine)
         .iter()
         .map(|k| {
             let value = match old(k) {
                 Some(v) if !rotate.contains(k) => v,
-                _ => random_secret().into_bytes(),
+                _ => secrets::generate(k).into_bytes(),
             };
             (k.to_string(), ByteString(value))
         })
         .collect();
+    // The rotation recorded is the one these values belong to: a new Secret takes the
+    // requested one as done; filling a missing key keeps the current one.
+    let revision = if rotating || live.is_none() { requested } else { current };
     let mut metadata = ctx.meta(secrets::SUFFIX, labels::Component::Secrets);
-    metadata.annotations = requested
+    metadata.annotations = revision
         .clone()
         .map(|r| [(secrets::ROTATION_ANNOTATION.to_string(), r)].into());
     let secret = Secret {
@@ -358,7 +384,7 @@ async fn ensure_generated_secret(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Re
         ..Secret::default()
     };
     super::put_secret(&cx.client, secret, live.as_deref()).await?;
-    if live.is_some() {
+    if rotating {
         cx.event(
             &bridge.object_ref(&()),
             EventType::Normal,
@@ -371,14 +397,7 @@ async fn ensure_generated_secret(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Re
         )
         .await;
     }
-    Ok(requested)
-}
-
-/// 32 random bytes, URL-safe base64: fits every component's config syntax.
-fn random_secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::fill(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    Ok(revision)
 }
 
 /// Deletes children of this Bridge that are no longer desired. Only objects carrying this

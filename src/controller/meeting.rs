@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -18,13 +19,15 @@ use kube::{Resource, ResourceExt};
 use tracing::Instrument;
 
 use super::{Context, Error, Kind, status};
-use crate::api::bridge::{AuthMode, Bridge};
-use crate::api::meeting::{Meeting, MeetingStatus, Phase};
+use crate::api::bridge::{AuthMode, Bridge, Engine};
+use crate::api::meeting::{KeyDistribution, Meeting, MeetingStatus, Phase};
 use crate::bridge::secrets;
 use crate::child::Child;
 use crate::conditions::{Reason, Type, condition as cond};
+use crate::engine::livekit::links as livekit;
 use crate::labels;
-use crate::meeting::{self, capacity, credentials, schedule, validate};
+use crate::meeting::credentials::Signer;
+use crate::meeting::{self, capacity, credentials, e2ee_key, schedule, validate};
 use crate::{apply, clock};
 
 pub use crate::meeting::OWNER_KIND;
@@ -190,33 +193,39 @@ async fn decide(
         return Ok(o);
     }
 
-    let key = match bridge.spec.auth.mode {
-        AuthMode::Open => None,
-        AuthMode::Jwt => match app_secret(cx, ns, &spec.bridge) {
-            Some(k) => Some(k),
-            None => {
-                let mut o = Outcome::waiting(
-                    Phase::Pending,
-                    Reason::AwaitingBridgeSecret,
-                    format!("waiting for Bridge {}'s generated app secret", spec.bridge),
-                );
-                o.capacity = Some(capacity);
-                return Ok(o);
-            }
-        },
+    let owner = meeting
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingField("metadata.uid"))?;
+    let Some(keys) = bridge_keys(cx, ns, &bridge) else {
+        let mut o = Outcome::waiting(
+            Phase::Pending,
+            Reason::AwaitingBridgeSecret,
+            format!("waiting for Bridge {}'s generated secrets", spec.bridge),
+        );
+        o.capacity = Some(capacity);
+        return Ok(o);
     };
+    let passphrase = passphrase(cx, meeting, ns, name, &bridge, &owner).await?;
     let recorded = live.and_then(|l| credentials::recorded_window(l.annotations()));
     let window = schedule::window(spec, now, recorded);
+    let signer = match &keys {
+        BridgeKeys::Open => Signer::Open,
+        BridgeKeys::Jitsi(secret) => Signer::Jitsi(secret),
+        BridgeKeys::LiveKit { api_key, api_secret } => Signer::LiveKit(livekit::Keys {
+            api_key,
+            api_secret,
+            e2ee: spec.e2ee.unwrap_or(bridge.spec.e2ee),
+            key_distribution: spec.key_distribution,
+            passphrase: passphrase.as_deref(),
+        }),
+    };
     let input = credentials::Input {
         domain: &bridge.spec.domain,
         room: &room,
         spec,
-        key: key.as_deref(),
+        signer,
         window,
     };
-    let owner = meeting
-        .controller_owner_ref(&())
-        .ok_or(Error::MissingField("metadata.uid"))?;
     let secret = credentials::secret(credentials::meta(name, ns, owner), &input)
         .map_err(|e| Error::Build(format!("signing join tokens: {e}")))?;
     let child = Child::new(&secret).map_err(|e| Error::Build(e.to_string()))?;
@@ -266,10 +275,80 @@ fn e2ee_limit(cx: &Context, meeting: &Meeting, ns: &str, phase: Phase) -> Option
     meeting::e2ee::condition(&meeting.spec, &bridge.spec)
 }
 
-/// The Bridge's JWT app secret, from the cache of its generated Secret.
-fn app_secret(cx: &Context, ns: &str, bridge: &str) -> Option<Vec<u8>> {
-    let obj = cx.cached_secret(ns, &labels::child_name(bridge, secrets::SUFFIX))?;
-    super::secret_value(&obj, secrets::JWT_APP_SECRET)
+/// What a Bridge's links are signed with, read from the cache of its generated Secret.
+enum BridgeKeys {
+    Open,
+    Jitsi(Vec<u8>),
+    LiveKit { api_key: String, api_secret: Vec<u8> },
+}
+
+/// The Bridge's signing keys; `None` until its generated Secret holds them.
+fn bridge_keys(cx: &Context, ns: &str, bridge: &Bridge) -> Option<BridgeKeys> {
+    if bridge.spec.engine == Engine::Jitsi && bridge.spec.auth.mode == AuthMode::Open {
+        return Some(BridgeKeys::Open);
+    }
+    let obj = cx.cached_secret(ns, &labels::child_name(&bridge.name_any(), secrets::SUFFIX))?;
+    let value = |k| super::secret_value(&obj, k).filter(|v| !v.is_empty());
+    Some(match bridge.spec.engine {
+        Engine::Jitsi => BridgeKeys::Jitsi(value(secrets::JWT_APP_SECRET)?),
+        Engine::LiveKit => BridgeKeys::LiveKit {
+            api_key: String::from_utf8(value(secrets::LIVEKIT_API_KEY)?).ok()?,
+            api_secret: value(secrets::LIVEKIT_API_SECRET)?,
+        },
+    })
+}
+
+/// The Meeting's E2EE passphrase on a LiveKit Bridge with `keyDistribution: Link`, created once
+/// and replaced only on a rekey (see [`e2ee_key`]); `None` otherwise, and with `OutOfBand` a
+/// passphrase left from before is deleted, so nobody in the cluster holds one.
+async fn passphrase(
+    cx: &Context,
+    meeting: &Meeting,
+    ns: &str,
+    name: &str,
+    bridge: &Bridge,
+    owner: &OwnerReference,
+) -> Result<Option<String>, Error> {
+    let secret_name = e2ee_key::secret_name(name);
+    let live = cx
+        .meeting_secrets
+        .get(&ObjectRef::new_with(&secret_name, Kind::Secret.resource()).within(ns));
+    if bridge.spec.engine != Engine::LiveKit || meeting.spec.key_distribution == KeyDistribution::OutOfBand {
+        if let Some(obj) = live.as_deref() {
+            apply::delete(&cx.client, &Kind::Secret.resource(), obj)
+                .await
+                .map_err(|e| Error::Apply(format!("Secret/{secret_name}"), e))?;
+        }
+        return Ok(None);
+    }
+    let current = live.as_deref().map(|l| {
+        super::secret_value(l, e2ee_key::KEY)
+            .and_then(|v| String::from_utf8(v).ok())
+            .unwrap_or_default()
+    });
+    let rekeyed = live
+        .as_deref()
+        .and_then(|l| l.annotations().get(e2ee_key::REKEYED_ANNOTATION).cloned());
+    let requested = meeting.annotations().get(e2ee_key::REKEY_ANNOTATION).cloned();
+    match e2ee_key::plan(current.as_deref(), rekeyed.as_deref(), requested.as_deref()) {
+        e2ee_key::Plan::Keep(k) => Ok(Some(k)),
+        e2ee_key::Plan::Generate { rekey, replaces } => {
+            let k = crate::engine::livekit::token::new_passphrase();
+            let secret = e2ee_key::secret(e2ee_key::meta(name, ns, owner.clone()), &k, rekey.as_deref());
+            super::put_secret(&cx.client, secret, live.as_deref()).await?;
+            if replaces {
+                cx.event(
+                    &meeting.object_ref(&()),
+                    EventType::Normal,
+                    "Rekeyed",
+                    "Rekey",
+                    format!("new E2EE passphrase in Secret {secret_name}; every link is reissued"),
+                )
+                .await;
+            }
+            Ok(Some(k))
+        }
+    }
 }
 
 fn fmt(t: Option<DateTime<Utc>>) -> String {

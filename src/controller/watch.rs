@@ -78,7 +78,8 @@ fn child_cache(
                 .modify(move |o: &mut DynamicObject| o.types = Some(types.clone()))
                 .reflect(writer),
         )
-        .applied_objects();
+        // Deletions too: a child deleted by hand must bring its parent's reconcile.
+        .touched_objects();
     (store, stream)
 }
 

@@ -1,7 +1,7 @@
 //! Running a test inside network and PID namespaces of its own.
 //!
 //! The outer test re-runs its own test binary, filtered to one inner test, under
-//! `unshare --net --pid --fork --kill-child`: the inner test sees only a fresh `lo`, nothing it
+//! `unshare --net --pid --mount --fork --kill-child`: the inner test sees only a fresh `lo`, nothing it
 //! starts can reach another machine (the namespace has no route out), and the PID namespace
 //! takes every server it started down with it however it ends. The inner test refuses to run
 //! unless it is in such a namespace. Where no namespace can be made, the outer test fails
@@ -46,8 +46,16 @@ fn ci() -> bool {
 fn namespace_command() -> Result<Vec<&'static str>, String> {
     let mut errors = String::new();
     for cmd in [
-        &["unshare", "--net", "--pid", "--fork", "--kill-child"][..],
-        &["unshare", "--map-root-user", "--net", "--pid", "--fork", "--kill-child"][..],
+        &["unshare", "--net", "--pid", "--mount", "--fork", "--kill-child"][..],
+        &[
+            "unshare",
+            "--map-root-user",
+            "--net",
+            "--pid",
+            "--mount",
+            "--fork",
+            "--kill-child",
+        ][..],
     ] {
         match Command::new(cmd[0]).args(&cmd[1..]).arg("true").output() {
             Ok(out) if out.status.success() => return Ok(cmd.to_vec()),
@@ -177,6 +185,25 @@ fn ip(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Makes `names` resolve to `ip` for every program the inner test starts, as cluster DNS would:
+/// a hosts file bind-mounted over `/etc/hosts` in the test's own mount namespace (private, as
+/// `unshare --mount` makes it), so the host's file is untouched.
+pub fn hosts(dir: &std::path::Path, ip: Ipv4Addr, names: &[String]) {
+    assert!(is_inner(), "refusing to mount outside the test's own namespaces");
+    let file = dir.join("hosts");
+    let text = format!("127.0.0.1 localhost\n{ip} {}\n", names.join(" "));
+    std::fs::write(&file, text).expect("write the hosts file");
+    let out = Command::new("mount")
+        .args(["--bind", &file.to_string_lossy(), "/etc/hosts"])
+        .output()
+        .expect("run mount");
+    assert!(
+        out.status.success(),
+        "bind-mount the hosts file: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The inner test's world: checks it is in a fresh namespace (only `lo`, not the host's),

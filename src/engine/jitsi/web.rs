@@ -5,14 +5,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ConfigMap, ConfigMapVolumeSource, Container, EnvVar, Service, ServiceSpec, Volume};
-use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec,
-    IngressTLS, ServiceBackendPort,
-};
+use k8s_openapi::api::networking::v1::Ingress;
 
 use super::{Image, jitsi_env, jitsi_scratch, prosody};
 use crate::api::E2eePolicy;
 use crate::bridge::context::{Ctx, restricted_container, restricted_pod};
+use crate::bridge::ingress::Route;
 use crate::bridge::objects::{
     CONFIG_HASH_ANNOTATION, container_port, deployment, env, http_probe, mount, pod_spec, requests, service_port,
     template,
@@ -157,45 +155,14 @@ fn service(ctx: &Ctx) -> Service {
     }
 }
 
-/// `https://<domain>/` to the web Service. TLS uses the Bridge's certificate once it exists;
-/// until then the Ingress serves plain HTTP (or the controller's default certificate).
+/// `https://<domain>/` to the web Service.
 fn ingress(ctx: &Ctx) -> Option<Ingress> {
-    let spec = ctx.spec.ingress.as_ref()?;
-    let mut metadata = ctx.meta("web", Component::Web);
-    metadata.annotations = (!spec.annotations.is_empty()).then(|| spec.annotations.clone());
-    Some(Ingress {
-        metadata,
-        spec: Some(IngressSpec {
-            ingress_class_name: spec.class_name.clone(),
-            rules: Some(vec![IngressRule {
-                host: Some(ctx.spec.domain.clone()),
-                http: Some(HTTPIngressRuleValue {
-                    paths: vec![HTTPIngressPath {
-                        path: Some("/".into()),
-                        path_type: "Prefix".into(),
-                        backend: IngressBackend {
-                            service: Some(IngressServiceBackend {
-                                name: ctx.child_name("web"),
-                                port: Some(ServiceBackendPort {
-                                    number: Some(SERVICE_PORT),
-                                    ..ServiceBackendPort::default()
-                                }),
-                            }),
-                            ..IngressBackend::default()
-                        },
-                    }],
-                }),
-            }]),
-            tls: ctx.tls_secret.as_ref().map(|s| {
-                vec![IngressTLS {
-                    hosts: Some(vec![ctx.spec.domain.clone()]),
-                    secret_name: Some(s.clone()),
-                }]
-            }),
-            ..IngressSpec::default()
-        }),
-        ..Ingress::default()
-    })
+    let web = Route {
+        path: "/",
+        service: "web",
+        port: SERVICE_PORT,
+    };
+    crate::bridge::ingress::build(ctx, &[web])
 }
 
 #[cfg(test)]

@@ -31,15 +31,8 @@ pub const LOBBY_WAITING: &str = "waiting";
 /// Longest display name a guest may type, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
 
-/// How the Meeting's E2EE passphrase reaches participants.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
-pub enum KeyDistribution {
-    /// In each link's fragment (`#key=`), which browsers never send to a server.
-    #[default]
-    Link,
-    /// Not in the links: the organiser shares the passphrase by other means, and the page asks.
-    OutOfBand,
-}
+/// How the Meeting's E2EE passphrase reaches participants: the Meeting API's field.
+pub use crate::api::meeting::KeyDistribution;
 
 /// The Meeting's E2EE settings, as the join page needs them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
