@@ -366,7 +366,9 @@ async fn links_follow_participants_and_come_back_identical() {
     let cp = cluster();
     let client = cp.client().await;
     let ns = testenv::namespace(&client, "links").await;
-    let _operator = Operator::start("conclave-links-test", &ns);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t0 = Utc::now();
+    let operator = Operator::with_clock("conclave-links-test", &ns, dir.path(), t0);
     let bridges = ready_bridge(&client, &ns, 31350, 1, 10).await;
     let meetings: Api<Meeting> = Api::namespaced(client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
@@ -421,8 +423,10 @@ async fn links_follow_participants_and_come_back_identical() {
     })
     .await;
 
-    // The Bridge stops being Ready (its TLS Secret is gone), then the credentials Secret is
-    // deleted by hand: it comes back with the very same links, and the Meeting stays Open.
+    // An hour later the Bridge stops being Ready (its TLS Secret is gone), then the credentials
+    // Secret is deleted by hand: it comes back with the very same links (not links for a
+    // window starting now), and the Meeting stays Open.
+    operator.set_now(t0 + chrono::Duration::hours(1));
     secrets
         .delete("byo-tls", &DeleteParams::default())
         .await

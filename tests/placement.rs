@@ -153,7 +153,7 @@ async fn sfu_placement_is_stable_and_heals() {
         "apiVersion": "conclave.dev/v1alpha1", "kind": "Bridge",
         "metadata": {"name": "pool"},
         "spec": {"domain": "pool.example.com", "tls": {"secretName": "byo-tls"}, "turn": {"enabled": false},
-                 "sfu": {"replicas": 2, "drainTimeout": "5m", "nodeSelector": {"pool": pool},
+                 "sfu": {"replicas": 2, "maxReplicas": 3, "drainTimeout": "5m", "nodeSelector": {"pool": pool},
                          "media": {"exposure": "NodePort", "port": 31700}}}
     }))
     .expect("bridge");
@@ -172,16 +172,31 @@ async fn sfu_placement_is_stable_and_heals() {
         "one replica per node, each advertising its node's address"
     );
 
-    // A node that sorts first joins the pool: nobody moves.
-    let seen = operator.log_count(&["reconciled", "pool"]);
+    // A node that sorts first joins the pool, and the pool grows: the new replica goes to the
+    // new node (proof the operator planned with it), and nobody else moves.
     let a = format!("{ns}-a");
     add_node(&nodes, &a, &pool, "198.51.100.1").await;
-    wait_for("a reconcile after the node joined", Duration::from_secs(30), || {
-        let n = operator.log_count(&["reconciled", "pool"]);
-        async move { (n > seen).then_some(()) }
+    bridges
+        .patch(
+            "pool",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"sfu": {"replicas": 3}}})),
+        )
+        .await
+        .expect("grow the pool");
+    wait_for("replica 2", Duration::from_secs(60), || async {
+        statefulsets.get_opt("pool-sfu-2").await.ok().flatten()
     })
     .await;
-    assert_eq!(pins(&statefulsets, "pool", 2).await, first, "pins are stable");
+    let grown = pins(&statefulsets, "pool", 3).await;
+    assert_eq!(
+        grown[&2],
+        (a.clone(), "198.51.100.1".to_string()),
+        "the new replica on the new node"
+    );
+    assert_eq!(grown[&0], first[&0], "pins are stable");
+    assert_eq!(grown[&1], first[&1], "pins are stable");
+    wait_ready(&bridges, "pool").await;
 
     // Record how the pods go: a replica that moves must be deleted gracefully, with its drain
     // budget (drainTimeout 5m + 30s), never killed.
@@ -208,7 +223,8 @@ async fn sfu_placement_is_stable_and_heals() {
         })
     };
 
-    // Cordoned: replica 0 leaves b for the least loaded node (a), advertising a's address.
+    // Cordoned: replica 0 leaves b for the least loaded node (a and c carry one replica each;
+    // a by name), advertising a's address.
     nodes
         .patch(
             &b,
@@ -233,11 +249,8 @@ async fn sfu_placement_is_stable_and_heals() {
         || panic!("the old pod had no grace period"),
         |g| assert_eq!(g, 330, "drainTimeout + 30s"),
     );
-    assert_eq!(
-        pins(&statefulsets, "pool", 2).await[&1],
-        first[&1],
-        "the other replica stays"
-    );
+    let after = pins(&statefulsets, "pool", 3).await;
+    assert_eq!((&after[&1], &after[&2]), (&grown[&1], &grown[&2]), "the others stay");
     wait_ready(&bridges, "pool").await;
 
     // Deleted: replica 1 leaves c for a, the only eligible node left (b is cordoned).
@@ -274,8 +287,8 @@ async fn sfu_placement_is_stable_and_heals() {
         conclave::bridge::placement::unschedulable_since(&v)
     })
     .await;
-    label_bridge(&bridges, "pool", "tick", "1").await;
     let seen = operator.log_count(&["reconciled", "pool"]);
+    label_bridge(&bridges, "pool", "tick", "1").await;
     wait_for("a reconcile while the pod waits", Duration::from_secs(30), || {
         let n = operator.log_count(&["reconciled", "pool"]);
         async move { (n > seen).then_some(()) }
