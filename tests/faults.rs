@@ -294,7 +294,7 @@ fn deployed_rules() -> Vec<PolicyRule> {
 fn without(resource: &str, verbs: &[&str]) -> Vec<PolicyRule> {
     deployed_rules()
         .into_iter()
-        .map(|mut r| {
+        .flat_map(|mut r| {
             if r.resources.as_deref().unwrap_or_default().iter().any(|x| x == resource) {
                 let others: Vec<String> = r
                     .resources
@@ -319,7 +319,6 @@ fn without(resource: &str, verbs: &[&str]) -> Vec<PolicyRule> {
                 vec![r]
             }
         })
-        .flatten()
         .filter(|r| !r.resources.as_deref().unwrap_or_default().is_empty() && !r.verbs.is_empty())
         .collect()
 }
