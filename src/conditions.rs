@@ -44,6 +44,8 @@ named! {
         TurnReady = "TURNReady",
         /// Bridge: the API server refused a child.
         ChildrenApplied = "ChildrenApplied",
+        /// The last reconcile ran to the end; `False` with the error's kind as the reason.
+        Reconciled = "Reconciled",
         /// Meeting: its Bridge can hold it.
         CapacityReserved = "CapacityReserved",
         /// Meeting with E2EE `Required`: the room stays below the size from which its engine's
@@ -91,6 +93,14 @@ named! {
         ReadFailed = "ReadFailed",
         StaleCache = "StaleCache",
         CaFailed = "CAFailed",
+        /// The last reconcile ran to the end.
+        Succeeded = "Succeeded",
+        /// RBAC (or an admission plugin) forbids the operator a request.
+        Forbidden = "Forbidden",
+        /// A ResourceQuota refused a child.
+        QuotaExceeded = "QuotaExceeded",
+        /// An object Conclave does not control holds a child's name.
+        ChildConflict = "ChildConflict",
     }
 }
 
@@ -113,6 +123,9 @@ impl Reason {
                 | Reason::CertManagerMissing
                 | Reason::AwaitingAddress
                 | Reason::AddressNotIp
+                | Reason::Forbidden
+                | Reason::QuotaExceeded
+                | Reason::ChildConflict
         )
     }
 }
@@ -126,6 +139,14 @@ pub fn condition(type_: Type, ok: bool, reason: Reason, message: &str, generatio
         message: message.into(),
         observed_generation: generation,
         last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+    }
+}
+
+/// Puts `c` in place of the condition of its type, or appends it.
+pub fn set(conditions: &mut Vec<Condition>, c: Condition) {
+    match conditions.iter_mut().find(|o| o.type_ == c.type_) {
+        Some(old) => *old = c,
+        None => conditions.push(c),
     }
 }
 

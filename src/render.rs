@@ -130,7 +130,16 @@ fn render_bridge(
         None => bridge.spec.sfu.replicas,
     };
     // Offline there are no nodes and no load balancers: addresses come only from the spec.
-    let sfu = placement::plan(&bridge.spec, &name, replicas, [], |_| None);
+    let sfu = placement::plan(
+        &bridge.spec,
+        &name,
+        replicas,
+        [],
+        &Default::default(),
+        at.unwrap_or_default(),
+        |_| None,
+    )
+    .replicas;
     let mut ctx = Ctx::new(&name, &ns, owner::<Bridge>(&name), &bridge.spec, sfu, cluster);
     ctx.turn_hosts = placement::turn_hosts(&bridge.spec, [], &placement::LoadBalancer::default());
     ctx.room_limits = crate::meeting::room_limits(

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::operator::Operator;
-use common::{cluster, condition, create_tls_secret, label_bridge, wait_condition, wait_ready};
+use common::{cluster, condition, create_tls_secret, events_for, label_bridge, wait_condition, wait_ready};
 use conclave::api::Bridge;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -306,20 +306,6 @@ fn secret_text(s: &Secret, key: &str) -> String {
         .and_then(|d| d.get(key))
         .unwrap_or_else(|| panic!("Secret has {key}"));
     String::from_utf8(bytes.0.clone()).expect("utf-8")
-}
-
-/// Events the operator published about an object, as `(type, reason)`.
-async fn events_for(client: &kube::Client, ns: &str, name: &str) -> Vec<(String, String)> {
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
-    events
-        .list(&ListParams::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
-        .collect()
 }
 
 /// A Bridge without TURN whose SFU uses NodePort `port` (NodePorts are cluster-wide, so every

@@ -371,8 +371,9 @@ pub struct Turn {
     #[schemars(length(min = 2, max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"))]
     pub credential_ttl: String,
     /// Peer addresses TURN never relays to. The defaults cover loopback, private, shared,
-    /// link-local (with cloud metadata), multicast and reserved ranges, for IPv4, IPv6 and
-    /// IPv4-mapped IPv6. Replacing the list replaces the defaults.
+    /// link-local (with cloud metadata), multicast and reserved ranges, for IPv4, IPv6 and the
+    /// IPv6 forms that carry an IPv4 address (IPv4-mapped, NAT64, 6to4, Teredo). Replacing the
+    /// list replaces the defaults.
     #[serde(default = "default_denied_peer_cidrs", rename = "deniedPeerCIDRs")]
     #[schemars(length(max = 64), inner(length(min = 3, max = 49)))]
     #[x_kube(validation = Rule::new(MAPPED_OR_CIDR_RULE).message("spec.turn.deniedPeerCIDRs: every entry must be a CIDR such as 10.0.0.0/8"))]
@@ -456,6 +457,9 @@ pub const DEFAULT_DENIED_PEER_CIDRS: &[&str] = &[
     "::1/128",        // loopback
     "::ffff:0:0/96",  // IPv4-mapped IPv6: would reach every IPv4 range above
     "64:ff9b::/96",   // NAT64 well-known prefix, also maps onto IPv4
+    "64:ff9b:1::/48", // NAT64 local-use prefix (RFC 8215): a site's own translator
+    "2001::/32",      // Teredo: the client's IPv4 address, obfuscated, in the last 32 bits
+    "2002::/16",      // 6to4: bits 16-47 are an IPv4 address (2002:a00:1::1 is 10.0.0.1)
     "fc00::/7",       // unique local
     "fe80::/10",      // link-local
     "ff00::/8",       // multicast

@@ -180,9 +180,23 @@ pub struct MeetingStatus {
     /// Secret holding one join link per participant (and `guest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+    /// When the issued links' tokens are valid. Also how a credentials Secret deleted by hand
+    /// comes back with the same links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links: Option<LinkValidity>,
     /// `Ready`, `CapacityReserved`, `E2EEAvailable` (E2EE `Required` only) and others, with
     /// reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// The validity of a Meeting's join tokens (whole seconds, as in the tokens).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkValidity {
+    /// The tokens' `nbf`.
+    pub valid_from: DateTime<Utc>,
+    /// The tokens' `exp`.
+    pub valid_until: DateTime<Utc>,
 }

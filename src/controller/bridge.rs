@@ -2,7 +2,7 @@
 //! Only this module and `apply` talk to the API; everything it decides comes from pure
 //! functions fed with what the caches hold.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,13 +16,15 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tracing::Instrument;
 
+use super::context::pod_resource;
 use super::{Context, Error, status, tls};
 use crate::api::Exposure;
-use crate::api::bridge::{Bridge, BridgeStatus, Engine, SfuStatus};
+use crate::api::bridge::{Bridge, BridgeSpec, BridgeStatus, Engine, SfuStatus};
+use crate::apply::ApplyError;
 pub use crate::bridge::context::OWNER_KIND;
 use crate::bridge::context::{Ctx, SfuReplica};
 use crate::bridge::{coturn, placement, secrets, sfu as pool};
-use crate::conditions::{Reason, Type, condition as cond};
+use crate::conditions::{self, Reason, Type, condition as cond};
 use crate::labels;
 use crate::meeting::{self, capacity, validate};
 use crate::{apply, clock, engine, turn};
@@ -31,13 +33,50 @@ use crate::{apply, clock, engine, turn};
 pub async fn reconcile(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Action, Error> {
     let span = tracing::info_span!("reconcile", bridge = %format!("{}/{}", bridge.namespace().unwrap_or_default(), bridge.name_any()));
     let started = std::time::Instant::now();
-    let result = reconcile_bridge(bridge, cx.clone()).instrument(span).await;
+    let result = reconcile_bridge(bridge.clone(), cx.clone())
+        .instrument(span.clone())
+        .await;
     cx.metrics.reconcile_done(
         "Bridge",
         started.elapsed(),
         result.as_ref().map(|_| ()).map_err(|e| e.reason().as_str()),
     );
+    if let Err(err) = &result {
+        report_failure(&cx, &bridge, err).instrument(span).await;
+    }
     result
+}
+
+/// A failed reconcile shows in status: `Reconciled=False` with the error's kind as the reason,
+/// and `Ready=False` unless the failure was only the API server being briefly unreachable. The
+/// next successful reconcile writes `Reconciled=True` again. A stale cache is not reported:
+/// it is retried within a second and says nothing about the Bridge.
+async fn report_failure(cx: &Context, bridge: &Bridge, err: &Error) {
+    if matches!(err, Error::Stale(_)) {
+        return;
+    }
+    let generation = bridge.metadata.generation;
+    let mut status = current_status(bridge);
+    let message = err.to_string();
+    conditions::set(
+        &mut status.conditions,
+        cond(Type::Reconciled, false, err.reason(), &message, generation),
+    );
+    if !err.is_transient() {
+        conditions::set(
+            &mut status.conditions,
+            cond(
+                Type::Ready,
+                false,
+                err.reason(),
+                &format!("the last reconcile failed: {message}"),
+                generation,
+            ),
+        );
+    }
+    if let Err(e) = patch_status(cx, bridge, status).await {
+        tracing::warn!(error = %e, "the failure could not be written into status");
+    }
 }
 
 async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Action, Error> {
@@ -62,6 +101,7 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
             &format!("spec.turn: {bad:?} is not a CIDR"),
             generation,
         ));
+        conditions.push(cond(Type::Reconciled, true, Reason::Succeeded, "", generation));
         patch_status(
             &cx,
             &bridge,
@@ -82,13 +122,16 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     let nodes = cx.nodes.state();
     let services = cx.store(super::Kind::Service);
     let lb = |svc: &str| load_balancer(&services, &ns, svc);
-    let sfu = placement::plan(
+    let placed = placement::plan(
         &bridge.spec,
         &name,
         reservation.replicas,
         nodes.iter().map(|n| &**n),
+        &current_placement(&cx, &bridge.spec, &ns, &name),
+        now,
         |svc| lb(svc).ips.into_iter().next(),
     );
+    let sfu = placed.replicas.clone();
     let owner = bridge
         .controller_owner_ref(&())
         .ok_or(Error::MissingField("metadata.uid"))?;
@@ -127,9 +170,11 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     // Children written now: the cache still holds their previous version, whose readiness says
     // nothing about the new one (a Deployment rolling out new settings is not ready yet).
     let mut changed = BTreeSet::new();
-    // Children the API server refuses for a reason in the cluster (a NodePort another Service
-    // holds): reported as a condition, retried later, never a hot error loop.
-    let mut refused = Vec::new();
+    let mut written = BTreeSet::new();
+    // Children refused for a reason in the cluster (a NodePort another Service holds, a quota,
+    // RBAC, an admission policy, a foreign object holding the name): the others are still
+    // applied, the refusals become a condition, and they are retried later, never in a hot loop.
+    let mut refused: Vec<(Reason, String)> = Vec::new();
     for child in &desired {
         if child.resource.group == "cert-manager.io" && !cx.cert_manager {
             continue;
@@ -140,26 +185,29 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
             Ok(true) => {
                 writes += 1;
                 changed.insert(child.name().to_string());
+                written.insert(child.key());
             }
             Ok(false) => {}
-            Err(kube::Error::Api(s)) if s.code == 422 => refused.push(format!("{}: {}", child.key(), s.message)),
-            Err(e) => return Err(Error::Apply(child.key(), e)),
+            Err(e @ ApplyError::Foreign { .. }) => refused.push((Reason::ChildConflict, e.to_string())),
+            Err(ApplyError::Api(e)) => match (super::refusal(&e), &e) {
+                (Some(reason), kube::Error::Api(s)) => {
+                    refused.push((reason, format!("{}: {}", child.key(), s.message)))
+                }
+                _ => return Err(Error::Apply(child.key(), e)),
+            },
         }
     }
-    if !refused.is_empty() {
-        let reason = if refused.iter().any(|r| r.contains("already allocated")) {
-            Reason::PortInUse
-        } else {
-            Reason::ChildRefused
-        };
+    if let Some((reason, _)) = refused.first() {
+        let all: Vec<&str> = refused.iter().map(|(_, m)| m.as_str()).collect();
         conditions.push(cond(
             Type::ChildrenApplied,
             false,
-            reason,
-            &format!("the API server refused: {}", refused.join("; ")),
+            *reason,
+            &format!("refused: {}", all.join("; ")),
             generation,
         ));
     }
+    announce_moves(&cx, &bridge, &ctx, &placed.moves, &written).await;
     for keep in tls.keep.iter().chain([&ctx.secret_name]) {
         wanted.insert(("Secret".to_string(), keep.clone()));
     }
@@ -234,6 +282,7 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
             generation,
         ),
     );
+    conditions.push(cond(Type::Reconciled, true, Reason::Succeeded, "", generation));
 
     let status = BridgeStatus {
         observed_generation: generation,
@@ -268,14 +317,81 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     // Wake exactly when something is due: a certificate renewal, a Meeting entering or leaving
     // its reservation, or (LiveKit) a room opening or closing.
     let retry = (!refused.is_empty()).then(|| now + chrono::Duration::seconds(60));
-    let due = [tls.renew_at, reservation.next_change, rooms_change, retry]
-        .into_iter()
-        .flatten()
-        .min();
+    let due = [
+        tls.renew_at,
+        reservation.next_change,
+        rooms_change,
+        retry,
+        placed.recheck_at,
+    ]
+    .into_iter()
+    .flatten()
+    .min();
     Ok(match due {
         Some(at) => Action::requeue(clock::until(cx.clock.now(), at)),
         None => Action::await_change(),
     })
+}
+
+/// Where each SFU replica of Bridge `name` is pinned now (from its cached StatefulSet), and
+/// whether its pod waits for a node that cannot take it (from the cached pod).
+fn current_placement(cx: &Context, spec: &BridgeSpec, ns: &str, name: &str) -> BTreeMap<i32, placement::Current> {
+    let (statefulsets, pods) = (cx.store(super::Kind::StatefulSet), cx.pods.clone());
+    (0..spec.sfu.max_replicas())
+        .filter_map(|i| {
+            let sts_name = labels::child_name(name, &format!("sfu-{i}"));
+            let sts =
+                statefulsets.get(&ObjectRef::new_with(&sts_name, super::Kind::StatefulSet.resource()).within(ns))?;
+            let pod = pods.get(&ObjectRef::new_with(&format!("{sts_name}-0"), pod_resource()).within(ns));
+            let json = |o: &DynamicObject| serde_json::to_value(o).unwrap_or_default();
+            Some((
+                i,
+                placement::Current {
+                    node: placement::pinned_node(&json(&sts)),
+                    unschedulable_since: pod.and_then(|p| placement::unschedulable_since(&json(&p))),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// A replica moving to another node gets an Event saying where, why and what it advertises
+/// now, once: when its StatefulSet was rewritten. Its old pod drains first (the StatefulSet
+/// replaces it gracefully).
+async fn announce_moves(
+    cx: &Context,
+    bridge: &Bridge,
+    ctx: &Ctx,
+    moves: &[placement::Move],
+    written: &BTreeSet<String>,
+) {
+    for m in moves {
+        if !written.contains(&format!("StatefulSet/{}", ctx.child_name(&format!("sfu-{}", m.index)))) {
+            continue;
+        }
+        let advertise = ctx
+            .sfu
+            .iter()
+            .find(|r| r.index == m.index)
+            .map(SfuReplica::endpoint)
+            .unwrap_or_default();
+        cx.event(
+            &bridge.object_ref(&()),
+            EventType::Normal,
+            "SFUMoved",
+            "Place",
+            format!(
+                "SFU replica {} moves from node {} to node {}: {}; it advertises {advertise} from now on, after its pod on {} has drained (at most {})",
+                ctx.child_name(&format!("sfu-{}", m.index)),
+                m.from,
+                m.to,
+                m.why.as_str(),
+                m.from,
+                bridge.spec.sfu.drain_timeout
+            ),
+        )
+        .await;
+    }
 }
 
 /// Whether a Bridge reads the Secret `name` (its own TLS Secret or the one cert-manager writes).
@@ -341,13 +457,15 @@ async fn ensure_generated_secret(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Re
         .as_ref()
         .and_then(|l| l.annotations().get(secrets::ROTATION_ANNOTATION).cloned());
     let old = |k: &str| live.as_deref().and_then(|l| super::secret_value(l, k));
-    let missing: Vec<&str> = secrets::keys(engine)
-        .iter()
-        .copied()
-        .filter(|k| old(k).is_none())
-        .collect();
+    let keys = secrets::keys(engine);
+    let missing: Vec<&str> = keys.iter().copied().filter(|k| old(k).is_none()).collect();
+    // Exactly the generated keys: one added by hand is removed, one deleted by hand is
+    // generated again (its old value is gone); every other value is kept as it is.
+    let exact = live
+        .as_deref()
+        .is_some_and(|l| super::secret_keys(l) == keys.iter().map(|k| k.to_string()).collect());
     let rotating = live.is_some() && requested.is_some() && current != requested;
-    if !rotating && missing.is_empty() {
+    if !rotating && missing.is_empty() && exact {
         return Ok(current);
     }
     let mut rotate = missing;
@@ -360,7 +478,7 @@ async fn ensure_generated_secret(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Re
                 .map(String::as_str),
         ));
     }
-    let data = secrets::keys(engine)
+    let data = keys
         .iter()
         .map(|k| {
             let value = match old(k) {
@@ -465,14 +583,21 @@ async fn patch_status(cx: &Context, bridge: &Bridge, new: BridgeStatus) -> Resul
 
 /// A condition turning False for a reason a human must act on becomes a Warning Event, and the
 /// Bridge turning Ready a Normal one; each once, on the transition.
+/// A failed reconcile (`Reconciled=False`) is always a Warning. Two conditions turning False
+/// for the same reason (a failure makes both `Reconciled` and `Ready` False) make one Event.
 async fn announce_transitions(cx: &Context, bridge: &Bridge, old: &[Condition], new: &[Condition]) {
+    let mut warned = BTreeSet::new();
     for c in new {
         let before = old.iter().find(|o| o.type_ == c.type_);
         if before.is_some_and(|b| b.status == c.status && b.reason == c.reason) {
             continue;
         }
-        let actionable = Reason::parse(&c.reason).is_some_and(Reason::needs_action);
+        let actionable =
+            c.type_ == Type::Reconciled.as_str() || Reason::parse(&c.reason).is_some_and(Reason::needs_action);
         if c.status == "False" && actionable {
+            if !warned.insert(c.reason.clone()) {
+                continue;
+            }
             cx.event(
                 &bridge.object_ref(&()),
                 EventType::Warning,

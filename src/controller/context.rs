@@ -1,14 +1,15 @@
 //! What every reconcile shares: the client, the caches of every child kind, the clock, the
 //! metrics and the Event recorder.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use base64::Engine as _;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
@@ -17,8 +18,8 @@ use super::watch::Synced;
 use crate::api::{Bridge, Meeting};
 use crate::child::Child;
 use crate::clock::Clock;
-use crate::labels;
 use crate::metrics::Metrics;
+use crate::{apply, labels};
 
 /// Child kinds the operator creates and caches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,11 +76,18 @@ impl Kind {
     }
 }
 
+/// The Pod resource, for the cache of SFU pods.
+pub fn pod_resource() -> ApiResource {
+    ApiResource::erase::<Pod>(&())
+}
+
 /// What every reconcile shares: the client and the caches.
 pub struct Context {
     pub client: Client,
     pub(super) stores: Vec<(Kind, Store<DynamicObject>)>,
     pub nodes: Store<Node>,
+    /// The SFU pods of Bridges, to see one waiting for a node that cannot take it.
+    pub pods: Store<DynamicObject>,
     /// Whether cert-manager's Certificate kind is served (decided at start).
     pub cert_manager: bool,
     /// What "now" is for schedules and certificate renewal.
@@ -92,7 +100,8 @@ pub struct Context {
     pub meeting_secrets: Store<DynamicObject>,
     pub metrics: Arc<Metrics>,
     pub(super) synced: Synced,
-    pub recorder: Recorder,
+    /// Who publishes the operator's Events.
+    pub reporter: Reporter,
 }
 
 impl Context {
@@ -113,6 +122,11 @@ impl Context {
 
     /// Publishes an Event about `object`. Events are best effort: a failure is logged, never
     /// fails the reconcile.
+    ///
+    /// Every call makes an Event of its own. kube's `Recorder` folds a repeat of the same
+    /// reason about the same object into a series that keeps the first note, so a second
+    /// replica move or a refusal of another child would show the first one's message; the
+    /// operator publishes only on transitions and writes, so there is no flood to fold.
     pub async fn event(&self, object: &ObjectReference, type_: EventType, reason: &str, action: &str, note: String) {
         let ev = Event {
             type_,
@@ -121,7 +135,8 @@ impl Context {
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, object).await {
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(e) = recorder.publish(&ev, object).await {
             tracing::warn!(error = %e, reason, "publishing an Event failed");
         }
     }
@@ -183,12 +198,27 @@ pub fn secret_value(secret: &DynamicObject, key: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(b64).ok()
 }
 
+/// The keys of a cached Secret's data.
+pub fn secret_keys(secret: &DynamicObject) -> BTreeSet<String> {
+    secret
+        .data
+        .get("data")
+        .and_then(serde_json::Value::as_object)
+        .map(|d| d.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
 /// Creates a Secret the operator owns, or replaces the cached version of it. The replace
 /// carries the cached resourceVersion, so a stale cache can never overwrite a newer value: the
-/// conflict sends the reconcile round again with the fresh object.
+/// conflict sends the reconcile round again with the fresh object. A Secret of that name that
+/// the operator does not control is never replaced.
 pub async fn put_secret(client: &Client, mut secret: Secret, live: Option<&DynamicObject>) -> Result<(), Error> {
     let name = secret.metadata.name.clone().unwrap_or_default();
     let ns = secret.metadata.namespace.clone().unwrap_or_default();
+    let key = format!("Secret/{name}");
+    if let Some(l) = live {
+        apply::check_owner(&key, &secret.metadata, &l.metadata).map_err(|e| Error::applying(key.clone(), e))?;
+    }
     secret.metadata.resource_version = live.and_then(|l| l.resource_version());
     let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let pp = PostParams {
@@ -201,7 +231,17 @@ pub async fn put_secret(client: &Client, mut secret: Secret, live: Option<&Dynam
     };
     match result {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Stale(format!("Secret/{name}"))),
-        Err(e) => Err(Error::Apply(format!("Secret/{name}"), e)),
+        // It exists though the cache has none: the cache is behind (then it is ours and the
+        // next round sees it), or someone else made it.
+        Err(kube::Error::Api(s)) if s.code == 409 && live.is_none() => {
+            let existing = api.get_opt(&name).await.map_err(|e| Error::Read(key.clone(), e))?;
+            if let Some(other) = existing {
+                apply::check_owner(&key, &secret.metadata, &other.metadata)
+                    .map_err(|e| Error::applying(key.clone(), e))?;
+            }
+            Err(Error::Stale(key))
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Stale(key)),
+        Err(e) => Err(Error::Apply(key, e)),
     }
 }

@@ -20,10 +20,10 @@ use tracing::Instrument;
 
 use super::{Context, Error, Kind, status};
 use crate::api::bridge::{AuthMode, Bridge, Engine};
-use crate::api::meeting::{KeyDistribution, Meeting, MeetingStatus, Phase};
+use crate::api::meeting::{KeyDistribution, LinkValidity, Meeting, MeetingStatus, Phase};
 use crate::bridge::secrets;
 use crate::child::Child;
-use crate::conditions::{Reason, Type, condition as cond};
+use crate::conditions::{self, Reason, Type, condition as cond};
 use crate::engine::livekit::links as livekit;
 use crate::labels;
 use crate::meeting::credentials::Signer;
@@ -35,15 +35,51 @@ pub use crate::meeting::OWNER_KIND;
 pub async fn reconcile(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Action, Error> {
     let key = format!("{}/{}", meeting.namespace().unwrap_or_default(), meeting.name_any());
     let started = std::time::Instant::now();
-    let result = reconcile_meeting(meeting, cx.clone())
-        .instrument(tracing::info_span!("reconcile", meeting = %key))
+    let span = tracing::info_span!("reconcile", meeting = %key);
+    let result = reconcile_meeting(meeting.clone(), cx.clone())
+        .instrument(span.clone())
         .await;
     cx.metrics.reconcile_done(
         "Meeting",
         started.elapsed(),
         result.as_ref().map(|_| ()).map_err(|e| e.reason().as_str()),
     );
+    if let Err(err) = &result {
+        report_failure(&cx, &meeting, err).instrument(span).await;
+    }
     result
+}
+
+/// A failed reconcile shows in status: `Reconciled=False` with the error's kind as the reason
+/// and, unless the API server was only briefly unreachable, `Ready=False`; the phase and the
+/// links already issued stay. The next successful reconcile clears it. A stale cache is
+/// retried within a second and not reported.
+async fn report_failure(cx: &Context, meeting: &Meeting, err: &Error) {
+    if matches!(err, Error::Stale(_)) {
+        return;
+    }
+    let generation = meeting.metadata.generation;
+    let mut status = meeting.status.clone().unwrap_or_default();
+    let message = err.to_string();
+    conditions::set(
+        &mut status.conditions,
+        cond(Type::Reconciled, false, err.reason(), &message, generation),
+    );
+    if !err.is_transient() {
+        conditions::set(
+            &mut status.conditions,
+            cond(
+                Type::Ready,
+                false,
+                err.reason(),
+                &format!("the last reconcile failed: {message}"),
+                generation,
+            ),
+        );
+    }
+    if let Err(e) = patch_status(cx, meeting, status).await {
+        tracing::warn!(error = %e, "the failure could not be written into status");
+    }
 }
 
 /// What the reconcile decided, before it is written as status.
@@ -52,7 +88,10 @@ struct Outcome {
     ready: (bool, Reason, String),
     capacity: Option<(bool, Reason, String)>,
     url: Option<String>,
+    /// Whether the credentials Secret stays; `false` withdraws the links.
     credentials: bool,
+    /// The validity of the links the Secret holds.
+    window: Option<schedule::Window>,
     due: Option<DateTime<Utc>>,
 }
 
@@ -64,6 +103,7 @@ impl Outcome {
             capacity: None,
             url: None,
             credentials: false,
+            window: None,
             due: None,
         }
     }
@@ -82,13 +122,13 @@ async fn reconcile_meeting(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Ac
     let now = cx.clock.now();
 
     let outcome = decide(&cx, &meeting, &ns, &name, now, live.as_deref()).await?;
-    if !outcome.credentials && live.is_some() {
-        // Links must stop being handed out once the Meeting cannot or no longer runs.
-        if let Some(obj) = live.as_deref() {
-            apply::delete(&cx.client, &Kind::Secret.resource(), obj)
-                .await
-                .map_err(|e| Error::Apply(format!("Secret/{secret_name}"), e))?;
-        }
+    // Links must stop being handed out once the Meeting cannot or no longer runs; only a
+    // Secret this Meeting controls is ever deleted.
+    let ours = |obj: &DynamicObject| apply::controller_uid(&obj.metadata) == meeting.metadata.uid.as_deref();
+    if let Some(obj) = live.as_deref().filter(|o| !outcome.credentials && ours(o)) {
+        apply::delete(&cx.client, &Kind::Secret.resource(), obj)
+            .await
+            .map_err(|e| Error::Apply(format!("Secret/{secret_name}"), e))?;
     }
 
     let generation = meeting.metadata.generation;
@@ -105,11 +145,17 @@ async fn reconcile_meeting(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Ac
     if let Some((ok, reason, msg)) = e2ee_limit(&cx, &meeting, &ns, outcome.phase) {
         conditions.push(cond(Type::E2eeAvailable, ok, reason, &msg, generation));
     }
+    conditions.push(cond(Type::Reconciled, true, Reason::Succeeded, "", generation));
+    let links = outcome.window.filter(|_| outcome.credentials).map(|w| LinkValidity {
+        valid_from: whole_seconds(w.not_before),
+        valid_until: whole_seconds(w.expires),
+    });
     let status = MeetingStatus {
         observed_generation: generation,
         phase: Some(outcome.phase),
         url: outcome.url.clone(),
         credentials_secret: outcome.credentials.then(|| secret_name.clone()),
+        links,
         conditions,
     };
     let written = patch_status(&cx, &meeting, status).await?;
@@ -172,6 +218,7 @@ async fn decide(
             capacity: None,
             url: Some(url),
             credentials: false,
+            window: None,
             due: None,
         });
     }
@@ -180,9 +227,18 @@ async fn decide(
             .iter()
             .any(|c| c.type_ == Type::Ready.as_str() && c.status == "True")
     });
-    // Before the first issuance a Meeting waits for a ready Bridge; once links exist, a Bridge
-    // briefly not ready (a pod restarting) does not take them away.
-    if !bridge_ready && live.is_none() {
+    // Before the first issuance a Meeting waits for a ready Bridge. Once links were issued, a
+    // Bridge briefly not ready (a pod restarting) does not take them away, and a credentials
+    // Secret deleted by hand comes back with the same links (the window is in status).
+    let issued = meeting
+        .status
+        .as_ref()
+        .and_then(|s| s.links.as_ref())
+        .map(|l| schedule::Window {
+            not_before: l.valid_from,
+            expires: l.valid_until,
+        });
+    if !bridge_ready && live.is_none() && issued.is_none() {
         let mut o = Outcome::waiting(
             Phase::Pending,
             Reason::BridgeNotReady,
@@ -203,10 +259,18 @@ async fn decide(
             format!("waiting for Bridge {}'s generated secrets", spec.bridge),
         );
         o.capacity = Some(capacity);
+        // Links already out stay until they can be signed again.
+        if let Some(l) = live {
+            o.phase = phase;
+            o.credentials = true;
+            o.window = credentials::recorded_window(l.annotations());
+        }
         return Ok(o);
     };
     let passphrase = passphrase(cx, meeting, ns, name, &bridge, &owner).await?;
-    let recorded = live.and_then(|l| credentials::recorded_window(l.annotations()));
+    let recorded = live
+        .and_then(|l| credentials::recorded_window(l.annotations()))
+        .or(issued);
     let window = schedule::window(spec, now, recorded);
     let signer = match &keys {
         BridgeKeys::Open => Signer::Open,
@@ -231,7 +295,7 @@ async fn decide(
     let child = Child::new(&secret).map_err(|e| Error::Build(e.to_string()))?;
     apply::apply(&cx.client, &child, live)
         .await
-        .map_err(|e| Error::Apply(child.key(), e))?;
+        .map_err(|e| Error::applying(child.key(), e))?;
 
     // Standing rooms wake to renew their tokens; scheduled ones at their next phase.
     let renew = spec.end.is_none().then(|| window.renew_at());
@@ -260,6 +324,7 @@ async fn decide(
         capacity: Some(capacity),
         url: Some(url),
         credentials: true,
+        window: Some(window),
         due,
     })
 }
@@ -351,6 +416,11 @@ async fn passphrase(
     }
 }
 
+/// An instant without its fraction of a second, as tokens and annotations carry it.
+fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+}
+
 fn fmt(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(|| "-".into(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
@@ -360,9 +430,30 @@ fn fmt(t: Option<DateTime<Utc>>) -> String {
 async fn patch_status(cx: &Context, meeting: &Meeting, new: MeetingStatus) -> Result<bool, Error> {
     let (phase, ready) = (new.phase, new.conditions.first().map(|c| c.message.clone()));
     let e2ee = find_condition(&new.conditions, Type::E2eeAvailable).cloned();
+    let failed = new
+        .conditions
+        .iter()
+        .find(|c| c.type_ == Type::Reconciled.as_str() && c.status == "False")
+        .cloned();
     let Some(old) = status::patch(cx, meeting, new).await? else {
         return Ok(false);
     };
+    // A failed reconcile is a Warning, once, when it starts failing or fails for a new reason.
+    if let Some(f) = failed
+        && !old
+            .conditions
+            .iter()
+            .any(|c| c.type_ == f.type_ && c.status == f.status && c.reason == f.reason)
+    {
+        cx.event(
+            &meeting.object_ref(&()),
+            EventType::Warning,
+            &f.reason,
+            "Reconcile",
+            f.message,
+        )
+        .await;
+    }
     // A Required room that may outgrow its engine's E2EE limit is announced once, on the turn.
     if let Some(c) = e2ee.filter(|c| c.status == "False")
         && find_condition(&old.conditions, Type::E2eeAvailable).is_none_or(|o| o.status != "False")

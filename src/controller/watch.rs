@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta, TypeMeta};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -65,6 +65,20 @@ fn child_cache(
     Store<DynamicObject>,
     impl futures::Stream<Item = Result<DynamicObject, watcher::Error>> + Send + 'static,
 ) {
+    cache(scope, client, ar, owned_by(owner_kind), synced)
+}
+
+/// A reflected watch of `ar` with `config`, tracked for readiness, its objects typed.
+fn cache(
+    scope: &Scope,
+    client: &Client,
+    ar: &ApiResource,
+    config: watcher::Config,
+    synced: &Synced,
+) -> (
+    Store<DynamicObject>,
+    impl futures::Stream<Item = Result<DynamicObject, watcher::Error>> + Send + 'static,
+) {
     let writer = reflector::store::Writer::new(ar.clone());
     let store = writer.as_reader();
     let types = TypeMeta {
@@ -73,7 +87,7 @@ fn child_cache(
     };
     let stream = synced
         .track(
-            watcher(scope.dynamic(client, ar), owned_by(owner_kind))
+            watcher(scope.dynamic(client, ar), config)
                 .default_backoff()
                 .modify(move |o: &mut DynamicObject| o.types = Some(types.clone()))
                 .reflect(writer),
@@ -173,12 +187,12 @@ impl Synced {
 pub(super) async fn lead(
     client: Client,
     options: &Options,
+    cert_manager: bool,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     shutdown: watch::Receiver<bool>,
 ) {
     let scope = Scope(options.watch_namespace.clone());
-    let cert_manager = serves(&client, "cert-manager.io/v1", "Certificate").await;
 
     let synced = Synced::new(health);
     let bridges: Api<Bridge> = scope.api(&client);
@@ -252,6 +266,33 @@ pub(super) async fn lead(
     let (meeting_secrets, stream) = child_cache(&scope, &client, &secret_ar, meeting::OWNER_KIND, &synced);
     meeting_ctrl = meeting_ctrl.owns_stream_with(stream, secret_ar);
 
+    // SFU pods: one waiting for a node that cannot take it re-plans its Bridge (placement).
+    let pod_ar = super::context::pod_resource();
+    let sfu_pods = watcher::Config::default().labels(&format!(
+        "{}={},{}={},{}={}",
+        labels::MANAGED_BY_KEY,
+        labels::MANAGED_BY,
+        labels::OWNER_KIND,
+        bridge::OWNER_KIND,
+        labels::COMPONENT,
+        labels::Component::Sfu.as_str()
+    ));
+    let (pods, stream) = cache(&scope, &client, &pod_ar, sfu_pods, &synced);
+    bridge_ctrl = bridge_ctrl.watches_stream_with(
+        stream,
+        |pod: DynamicObject| {
+            let waiting = serde_json::to_value(&pod)
+                .ok()
+                .and_then(|p| crate::bridge::placement::unschedulable_since(&p))
+                .is_some();
+            let bridge = pod.labels().get(labels::INSTANCE).cloned();
+            match (waiting, bridge, pod.namespace()) {
+                (true, Some(b), Some(ns)) => Some(ObjectRef::<Bridge>::new(&b).within(&ns)),
+                _ => None,
+            }
+        },
+        pod_ar,
+    );
     // Nodes decide SFU addresses; any change re-plans every Bridge.
     let (nodes, node_writer) = reflector::store();
     let node_events = synced
@@ -323,10 +364,11 @@ pub(super) async fn lead(
         instance: std::env::var("POD_NAME").ok(),
     };
     let cx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        reporter,
         client,
         stores,
         nodes,
+        pods,
         cert_manager,
         clock: options.clock.clone(),
         cluster: options.cluster.clone(),
@@ -352,13 +394,6 @@ pub(super) async fn lead(
 async fn log_result<T, E: std::fmt::Display>(res: Result<T, E>) {
     if let Err(e) = res {
         tracing::debug!(error = %e, "reconcile result");
-    }
-}
-
-async fn serves(client: &Client, api_version: &str, kind: &str) -> bool {
-    match client.list_api_group_resources(api_version).await {
-        Ok(list) => list.resources.iter().any(|r| r.kind == kind),
-        Err(_) => false,
     }
 }
 

@@ -80,9 +80,17 @@ pub fn render(case: &Case) -> Output {
             .map(|s| placement::load_balancer(&s.data))
             .unwrap_or_default()
     };
-    let sfu: Vec<SfuReplica> = placement::plan(&spec, &case.bridge, spec.sfu.replicas, &nodes, |svc| {
-        lb(svc).ips.into_iter().next()
-    });
+    // No replica is placed yet (nothing current), so the instant plays no part.
+    let sfu: Vec<SfuReplica> = placement::plan(
+        &spec,
+        &case.bridge,
+        spec.sfu.replicas,
+        &nodes,
+        &Default::default(),
+        chrono::DateTime::UNIX_EPOCH,
+        |svc| lb(svc).ips.into_iter().next(),
+    )
+    .replicas;
     let owner = OwnerReference {
         api_version: "conclave.dev/v1alpha1".into(),
         kind: "Bridge".into(),
