@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::operator::Operator;
-use common::{cluster, condition, create_tls_secret, events_for, label_bridge, wait_condition, wait_ready};
+use common::{cluster, condition, create_tls_secret, events_for, label_bridge, wait_condition, wait_event, wait_ready};
 use conclave::api::Bridge;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -211,6 +211,9 @@ async fn bridge_lifecycle() {
     assert_eq!(value("STUN_HOST").as_deref(), Some("turn-lb.example.net"));
 
     // Converged: a change that alters no child (a label on the Bridge) is reconciled with zero writes.
+    // The reconcile that made the Bridge Ready announces it with an Event right after the status
+    // write the wait above saw; that write belongs to the transition, so it must land first.
+    wait_event(&client, &ns, "meet", "Normal", "Ready").await;
     let before = operator.log_count(&["reconciled"]);
     let writes_before = operator.writes().len();
     label_bridge(&bridges, "meet", "touched", "yes").await;
