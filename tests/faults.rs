@@ -23,13 +23,14 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use testenv::wait_for;
 
-/// A Bridge with TURN, its own TLS Secret `byo-tls`, and its SFU on NodePort `port`.
+/// A Bridge with TURN (at an address of its own, so no load balancer is needed to be Ready), its
+/// own TLS Secret `byo-tls`, and its SFU on NodePort `port`.
 fn bridge(name: &str, port: i32) -> Bridge {
     serde_json::from_value(json!({
         "apiVersion": "conclave.dev/v1alpha1", "kind": "Bridge",
         "metadata": {"name": name},
         "spec": {"domain": format!("{name}.example.com"), "tls": {"secretName": "byo-tls"},
-                 "sfu": {"media": {"port": port}}}
+                 "turn": {"host": "198.51.100.31"}, "sfu": {"media": {"port": port}}}
     }))
     .expect("bridge")
 }
