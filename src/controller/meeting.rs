@@ -168,6 +168,9 @@ async fn decide(
     live: Option<&DynamicObject>,
 ) -> Result<Outcome, Error> {
     let spec = &meeting.spec;
+    // What a Secret of this name says about links already out counts only when this Meeting
+    // controls it (not a deleted namesake's, not someone else's).
+    let own = live.filter(|l| apply::controller_uid(&l.metadata) == meeting.metadata.uid.as_deref());
     let Some(bridge) = cx.bridges.get(&ObjectRef::<Bridge>::new(&spec.bridge).within(ns)) else {
         return Ok(Outcome::waiting(
             Phase::Pending,
@@ -231,7 +234,7 @@ async fn decide(
             not_before: l.valid_from,
             expires: l.valid_until,
         });
-    if !bridge_ready && live.is_none() && issued.is_none() {
+    if !bridge_ready && own.is_none() && issued.is_none() {
         let mut o = Outcome::waiting(
             Phase::Pending,
             Reason::BridgeNotReady,
@@ -244,7 +247,7 @@ async fn decide(
 
     let key = match bridge.spec.auth.mode {
         AuthMode::Open => None,
-        AuthMode::Jwt => match app_secret(cx, ns, &spec.bridge) {
+        AuthMode::Jwt => match app_secret(cx, &bridge) {
             Some(k) => Some(k),
             None => {
                 let mut o = Outcome::waiting(
@@ -254,7 +257,7 @@ async fn decide(
                 );
                 o.capacity = Some(capacity);
                 // Links already out stay until they can be signed again.
-                if let Some(l) = live {
+                if let Some(l) = own {
                     o.phase = phase;
                     o.credentials = true;
                     o.window = credentials::recorded_window(l.annotations());
@@ -263,7 +266,7 @@ async fn decide(
             }
         },
     };
-    let recorded = live
+    let recorded = own
         .and_then(|l| credentials::recorded_window(l.annotations()))
         .or(issued);
     let window = schedule::window(spec, now, recorded);
@@ -321,9 +324,11 @@ fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
 }
 
-/// The Bridge's JWT app secret, from the cache of its generated Secret.
-fn app_secret(cx: &Context, ns: &str, bridge: &str) -> Option<Vec<u8>> {
-    let obj = cx.cached_secret(ns, &labels::child_name(bridge, secrets::SUFFIX))?;
+/// The Bridge's JWT app secret, from the cache of its generated Secret (only one this very
+/// Bridge controls: a deleted namesake's key must never sign links).
+fn app_secret(cx: &Context, bridge: &Bridge) -> Option<Vec<u8>> {
+    let (ns, name, uid) = (bridge.namespace()?, bridge.name_any(), bridge.uid()?);
+    let obj = cx.owned_secret(&ns, &labels::child_name(&name, secrets::SUFFIX), &uid)?;
     super::secret_value(&obj, secrets::JWT_APP_SECRET)
 }
 
