@@ -246,7 +246,9 @@ async fn chaos() {
                     "chaos: {component} ready {:.1?} after its start; /healthz {:?}; links of the new Meeting after {}",
                     outage.back_after,
                     outage.healthz,
-                    outage.links()
+                    outage
+                        .links_after
+                        .map_or_else(|| format!("not within {LINKS_AFTER_OUTAGE:?}"), |d| format!("{d:.1?}"))
                 );
                 outages.push(outage);
                 last_fault = Instant::now();
@@ -317,8 +319,9 @@ async fn converge(client: &kube::Client, model: &Model, since: Instant, within: 
             Ok(_) => return since.elapsed(),
             Err(bad) if Instant::now() >= deadline => {
                 panic!(
-                    "not converged {within:?} after the last fault:\n{}\n\nkube-controller-manager's garbage collector said:\n{}",
+                    "not converged {within:?} after the last fault:\n{}\n\npods:\n{}\n\nkube-controller-manager's garbage collector said:\n{}",
                     bad.join("\n"),
+                    pods(client, &model.namespace).await,
                     garbage_collector_log()
                 )
             }
@@ -412,7 +415,37 @@ fn garbage_collector_log() -> String {
         .lines()
         .filter(|l| l.contains("garbage") || l.contains("graph_builder") || l.contains("conclave.dev"))
         .collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
+    lines[lines.len().saturating_sub(40)..]
+        .iter()
+        .map(|l| l.chars().take(400).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every pod of the namespace with its phase and controller, for a failure involving one.
+async fn pods(client: &kube::Client, ns: &str) -> String {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    let Ok(list) = pods.list(&Default::default()).await else {
+        return "(pods could not be listed)".into();
+    };
+    list.items
+        .iter()
+        .map(|p| {
+            let owner = p.metadata.owner_references.clone().unwrap_or_default();
+            format!(
+                "{} {:?} node {:?} deleting {} owner {:?}",
+                p.metadata.name.as_deref().unwrap_or_default(),
+                p.status.as_ref().and_then(|s| s.phase.clone()),
+                p.spec.as_ref().and_then(|s| s.node_name.clone()),
+                p.metadata.deletion_timestamp.is_some(),
+                owner
+                    .iter()
+                    .map(|o| format!("{} {} {}", o.kind, o.name, o.uid))
+                    .collect::<Vec<_>>()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A Bridge deleted and created again under the same name while the garbage collector is
