@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
 use serde_json::{Map, Value};
@@ -111,13 +112,31 @@ fn comparable(v: &Value) -> Value {
     v
 }
 
-/// The uid of an object's controller, if it has one.
-pub fn controller_uid(meta: &kube::api::ObjectMeta) -> Option<&str> {
+/// The controller reference of an object, if it has one.
+fn controller(meta: &kube::api::ObjectMeta) -> Option<&OwnerReference> {
     meta.owner_references
         .iter()
         .flatten()
         .find(|o| o.controller == Some(true))
-        .map(|o| o.uid.as_str())
+}
+
+/// The uid of an object's controller, if it has one.
+pub fn controller_uid(meta: &kube::api::ObjectMeta) -> Option<&str> {
+    controller(meta).map(|o| o.uid.as_str())
+}
+
+/// Whether `live` is controlled by a predecessor of `desired`'s controller: a parent of the
+/// same kind and name with another uid. Names are unique in a namespace, so while the current
+/// parent exists that predecessor has been deleted: what it left is garbage the collector has
+/// not removed yet, never someone else's object.
+pub fn predecessor(desired: &kube::api::ObjectMeta, live: &kube::api::ObjectMeta) -> bool {
+    let group = |api_version: &str| api_version.split_once('/').map_or("", |(g, _)| g).to_string();
+    match (controller(desired), controller(live)) {
+        (Some(d), Some(l)) => {
+            l.uid != d.uid && l.kind == d.kind && l.name == d.name && group(&l.api_version) == group(&d.api_version)
+        }
+        _ => false,
+    }
 }
 
 /// `Err` unless `live` is controlled by the same owner as `desired` (when `desired` names one).
@@ -128,12 +147,7 @@ pub fn check_owner(key: &str, desired: &kube::api::ObjectMeta, live: &kube::api:
     if controller_uid(live) == Some(uid) {
         return Ok(());
     }
-    let holder = match live
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true))
-    {
+    let holder = match controller(live) {
         Some(o) => format!("it is controlled by {} {} (uid {})", o.kind, o.name, o.uid),
         None => "it has no controller".to_string(),
     };
@@ -141,6 +155,30 @@ pub fn check_owner(key: &str, desired: &kube::api::ObjectMeta, live: &kube::api:
         key: key.to_string(),
         holder,
     })
+}
+
+/// Deletes what a deleted predecessor of the parent left under a child's name (see
+/// [`predecessor`]), so a parent re-created under the same name does not wait for the garbage
+/// collector, which can lag for minutes after an API server outage. Only that very object (its
+/// uid) is deleted, in the background.
+pub async fn delete_predecessor(api: &Api<DynamicObject>, key: &str, live: &DynamicObject) -> Result<(), kube::Error> {
+    tracing::info!(
+        child = key,
+        "deleting what a deleted parent of the same name left under this name"
+    );
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        preconditions: live.metadata.uid.clone().map(|uid| kube::api::Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(live.metadata.name.as_deref().unwrap_or_default(), &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Applies `child` unless `live` already satisfies it. Returns whether a write was sent.
@@ -154,10 +192,17 @@ pub async fn apply(client: &Client, child: &Child, live: Option<&DynamicObject>)
         Some(ns) => Api::namespaced_with(client.clone(), ns, &child.resource),
         None => Api::all_with(client.clone(), &child.resource),
     };
-    let live = match live {
+    let mut live = match live {
         Some(l) => Some(Cow::Borrowed(l)),
         None => api.get_opt(child.name()).await?.map(Cow::Owned),
     };
+    if let Some(l) = live
+        .as_deref()
+        .filter(|l| predecessor(&child.object.metadata, &l.metadata))
+    {
+        delete_predecessor(&api, &child.key(), l).await?;
+        live = None;
+    }
     if let Some(l) = &live {
         check_owner(&child.key(), &child.object.metadata, &l.metadata)?;
         if is_satisfied(child, l) {
@@ -227,6 +272,25 @@ mod tests {
         let live = json!({"spec": {"replicas": 1, "revisionHistoryLimit": 10,
             "template": {"spec": {"containers": [{"name": "a", "image": "x", "terminationMessagePath": "/dev/termination-log"}]}}}});
         assert!(contains(&live, &desired));
+    }
+
+    #[test]
+    fn only_a_namesake_with_another_uid_is_a_predecessor() {
+        let meta = |kind: &str, name: &str, uid: &str| -> kube::api::ObjectMeta {
+            serde_json::from_value(json!({"ownerReferences": [{
+                "apiVersion": "conclave.dev/v1alpha1", "kind": kind, "name": name, "uid": uid, "controller": true
+            }]}))
+            .expect("meta")
+        };
+        let desired = meta("Bridge", "b", "new");
+        assert!(predecessor(&desired, &meta("Bridge", "b", "old")));
+        assert!(!predecessor(&desired, &meta("Bridge", "b", "new")), "its own");
+        assert!(
+            !predecessor(&desired, &meta("Bridge", "other", "old")),
+            "another Bridge's"
+        );
+        assert!(!predecessor(&desired, &meta("Meeting", "b", "old")), "a Meeting's");
+        assert!(!predecessor(&desired, &kube::api::ObjectMeta::default()), "someone's");
     }
 
     #[test]

@@ -153,8 +153,12 @@ impl Outage {
     }
 }
 
+/// The tests of this binary stop parts of the control plane: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos() {
+    let _serial = SERIAL.lock().await;
     let size = match std::env::var("CONCLAVE_CHAOS_SIZE").as_deref() {
         Ok("full") => FULL,
         Ok("ci") | Err(_) => CI,
@@ -242,7 +246,9 @@ async fn chaos() {
                     "chaos: {component} ready {:.1?} after its start; /healthz {:?}; links of the new Meeting after {}",
                     outage.back_after,
                     outage.healthz,
-                    outage.links()
+                    outage
+                        .links_after
+                        .map_or_else(|| format!("not within {LINKS_AFTER_OUTAGE:?}"), |d| format!("{d:.1?}"))
                 );
                 outages.push(outage);
                 last_fault = Instant::now();
@@ -312,7 +318,12 @@ async fn converge(client: &kube::Client, model: &Model, since: Instant, within: 
         match invariants::check(client, model).await {
             Ok(_) => return since.elapsed(),
             Err(bad) if Instant::now() >= deadline => {
-                panic!("not converged {within:?} after the last fault:\n{}", bad.join("\n"))
+                panic!(
+                    "not converged {within:?} after the last fault:\n{}\n\npods:\n{}\n\nkube-controller-manager's garbage collector said:\n{}",
+                    bad.join("\n"),
+                    pods(client, &model.namespace).await,
+                    garbage_collector_log()
+                )
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
         }
@@ -394,4 +405,137 @@ async fn restart(
         links_after,
         late,
     }
+}
+
+/// The garbage collector's last words, for a failure that involves it.
+fn garbage_collector_log() -> String {
+    let path = cluster().state_dir().join("logs/kube-controller-manager.log");
+    let log = std::fs::read_to_string(&path).unwrap_or_default();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("garbage") || l.contains("graph_builder") || l.contains("conclave.dev"))
+        .collect();
+    lines[lines.len().saturating_sub(40)..]
+        .iter()
+        .map(|l| l.chars().take(400).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every pod of the namespace with its phase and controller, for a failure involving one.
+async fn pods(client: &kube::Client, ns: &str) -> String {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    let Ok(list) = pods.list(&Default::default()).await else {
+        return "(pods could not be listed)".into();
+    };
+    list.items
+        .iter()
+        .map(|p| {
+            let owner = p.metadata.owner_references.clone().unwrap_or_default();
+            format!(
+                "{} {:?} node {:?} deleting {} owner {:?}",
+                p.metadata.name.as_deref().unwrap_or_default(),
+                p.status.as_ref().and_then(|s| s.phase.clone()),
+                p.spec.as_ref().and_then(|s| s.node_name.clone()),
+                p.metadata.deletion_timestamp.is_some(),
+                owner
+                    .iter()
+                    .map(|o| format!("{} {} {}", o.kind, o.name, o.uid))
+                    .collect::<Vec<_>>()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A Bridge deleted and created again under the same name while the garbage collector is
+/// stalled (it lagged for minutes after API server restarts in a chaos run): the new Bridge
+/// replaces what its predecessor left under its children's names instead of waiting, never
+/// uses the predecessor's keys, and what the new one does not want is pruned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn namesake_while_the_garbage_collector_is_stalled() {
+    let _serial = SERIAL.lock().await;
+    let cp = cluster();
+    let client = cp.client().await;
+    let ns = testenv::namespace(&client, "namesake").await;
+    let _operator = Operator::start("conclave-namesake-test", &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut model = Model::new(&ns, 1);
+    let op = model.create_bridge(0, &mut rng);
+    let Op::CreateBridge(bridge) = op.clone() else {
+        unreachable!()
+    };
+    shape(&mut model, &bridge, 2, true);
+    workload::apply(&client, &model, &op).await;
+    let first = model.create_meeting(bridge.clone(), &mut rng);
+    workload::apply(&client, &model, &first).await;
+    converge(&client, &model, Instant::now(), Duration::from_secs(120)).await;
+    let key = |s: Secret| s.data.expect("data")["jwt-app-secret"].0.clone();
+    let old_key = key(secrets
+        .get(&format!("{bridge}-secrets"))
+        .await
+        .expect("generated Secret"));
+
+    let stop = tokio::task::spawn_blocking(move || cp.stop_component("kube-controller-manager", Duration::ZERO));
+    stop.await.expect("thread").expect("stop the controller manager");
+    // The same Bridge again, with one SFU replica fewer and no TURN, and a new Meeting.
+    let bridges: Api<conclave::api::Bridge> = Api::namespaced(client.clone(), &ns);
+    let meetings: Api<conclave::api::Meeting> = Api::namespaced(client.clone(), &ns);
+    for m in model.meetings.keys() {
+        meetings
+            .delete(m, &Default::default())
+            .await
+            .expect("delete the Meeting");
+    }
+    bridges
+        .delete(&bridge, &Default::default())
+        .await
+        .expect("delete the Bridge");
+    let mut model = Model::new(&ns, 1);
+    let op = model.create_bridge(0, &mut rng);
+    shape(&mut model, &bridge, 1, false);
+    workload::apply(&client, &model, &op).await;
+    let second = model.create_meeting(bridge.clone(), &mut rng);
+    workload::apply(&client, &model, &second).await;
+    let Op::CreateMeeting(second) = second else {
+        unreachable!()
+    };
+
+    // With the collector still stopped: the new Bridge is Ready with keys of its own, and the
+    // new Meeting's links verify with them.
+    let b = testenv::wait_for("the new Bridge Ready", Duration::from_secs(90), || async {
+        let b = bridges.get(&bridge).await.ok()?;
+        common::condition(&b, "Ready")
+            .is_some_and(|(s, _)| s == "True")
+            .then_some(b)
+    })
+    .await;
+    let generated = secrets
+        .get(&format!("{bridge}-secrets"))
+        .await
+        .expect("generated Secret");
+    let owner = generated.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(
+        owner.first().map(|o| &o.uid),
+        b.metadata.uid.as_ref(),
+        "the new Bridge's own"
+    );
+    assert_ne!(key(generated), old_key, "the predecessor's key is never reused");
+    testenv::wait_for("the new Meeting's links", Duration::from_secs(60), || async {
+        invariants::has_links(&client, &model, &second).await.then_some(())
+    })
+    .await;
+
+    // Once the collector runs again, the rest of the predecessor's goes too.
+    tokio::task::spawn_blocking(move || cp.start_component("kube-controller-manager", Duration::from_secs(120)))
+        .await
+        .expect("thread")
+        .expect("start the controller manager");
+    converge(&client, &model, Instant::now(), Duration::from_secs(120)).await;
+}
+
+fn shape(model: &mut Model, bridge: &str, replicas: i32, turn: bool) {
+    let b = model.bridges.get_mut(bridge).expect("in the model");
+    (b.replicas, b.max_replicas, b.turn) = (replicas, replicas, turn);
 }

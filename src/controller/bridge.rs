@@ -452,7 +452,7 @@ async fn ensure_generated_secret(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Re
     let (name, ns) = (&ctx.secret_name, &ctx.namespace);
     let engine = bridge.spec.engine;
     let requested = bridge.annotations().get(secrets::ROTATE_ANNOTATION).cloned();
-    let live = cx.cached_secret(ns, name);
+    let live = cx.owned_secret(ns, name, &ctx.owner.uid);
     let current = live
         .as_ref()
         .and_then(|l| l.annotations().get(secrets::ROTATION_ANNOTATION).cloned());
@@ -533,10 +533,11 @@ async fn prune(
             let is_ours = obj.metadata.namespace.as_deref() == Some(ns)
                 && obj.labels().get(labels::INSTANCE) == Some(&name)
                 && obj.labels().get(labels::OWNER_KIND).map(String::as_str) == Some(OWNER_KIND)
-                && obj
-                    .owner_references()
-                    .iter()
-                    .any(|o| o.controller == Some(true) && o.uid == uid);
+                && obj.owner_references().iter().any(|o| {
+                    // This Bridge's, or a deleted predecessor's of the same name (see
+                    // `apply::predecessor`) that the garbage collector has not removed yet.
+                    o.controller == Some(true) && (o.uid == uid || (o.kind == "Bridge" && o.name == name))
+                });
             let obj_name = obj.name_any();
             // One already terminating (a StatefulSet draining its pods) needs no second delete.
             let terminating = obj.metadata.deletion_timestamp.is_some();

@@ -141,10 +141,15 @@ impl Context {
         }
     }
 
-    /// A Secret of a Bridge from the cache (the generated one, the CA, the serving certificate).
-    pub fn cached_secret(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
+    /// A Secret the operator made for the parent with uid `owner` (the generated values, the
+    /// CA, the serving certificate), from the cache. A Secret of that name controlled by
+    /// anything else (a deleted parent of the same name whose children the garbage collector
+    /// has not removed yet, or someone's own) is not this parent's: its values are never used,
+    /// and writing this parent's replaces the predecessor's or reports the foreign one.
+    pub fn owned_secret(&self, ns: &str, name: &str, owner: &str) -> Option<Arc<DynamicObject>> {
         self.store(Kind::Secret)
             .get(&ObjectRef::new_with(name, Kind::Secret.resource()).within(ns))
+            .filter(|s| apply::controller_uid(&s.metadata) == Some(owner))
     }
 
     /// The cached live version of a desired child.
@@ -216,6 +221,18 @@ pub async fn put_secret(client: &Client, mut secret: Secret, live: Option<&Dynam
     let name = secret.metadata.name.clone().unwrap_or_default();
     let ns = secret.metadata.namespace.clone().unwrap_or_default();
     let key = format!("Secret/{name}");
+    let dynamic: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &Kind::Secret.resource());
+    // A deleted parent's Secret of this name holds its values, never to be reused: it goes,
+    // and this one is made afresh.
+    let live = match live {
+        Some(l) if apply::predecessor(&secret.metadata, &l.metadata) => {
+            apply::delete_predecessor(&dynamic, &key, l)
+                .await
+                .map_err(|e| Error::Apply(key.clone(), e))?;
+            None
+        }
+        other => other,
+    };
     if let Some(l) = live {
         apply::check_owner(&key, &secret.metadata, &l.metadata).map_err(|e| Error::applying(key.clone(), e))?;
     }
@@ -234,10 +251,16 @@ pub async fn put_secret(client: &Client, mut secret: Secret, live: Option<&Dynam
         // It exists though the cache has none: the cache is behind (then it is ours and the
         // next round sees it), or someone else made it.
         Err(kube::Error::Api(s)) if s.code == 409 && live.is_none() => {
-            let existing = api.get_opt(&name).await.map_err(|e| Error::Read(key.clone(), e))?;
+            let existing = dynamic.get_opt(&name).await.map_err(|e| Error::Read(key.clone(), e))?;
             if let Some(other) = existing {
-                apply::check_owner(&key, &secret.metadata, &other.metadata)
-                    .map_err(|e| Error::applying(key.clone(), e))?;
+                if apply::predecessor(&secret.metadata, &other.metadata) {
+                    apply::delete_predecessor(&dynamic, &key, &other)
+                        .await
+                        .map_err(|e| Error::Apply(key.clone(), e))?;
+                } else {
+                    apply::check_owner(&key, &secret.metadata, &other.metadata)
+                        .map_err(|e| Error::applying(key.clone(), e))?;
+                }
             }
             Err(Error::Stale(key))
         }

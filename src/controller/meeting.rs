@@ -175,6 +175,9 @@ async fn decide(
     live: Option<&DynamicObject>,
 ) -> Result<Outcome, Error> {
     let spec = &meeting.spec;
+    // What a Secret of this name says about links already out counts only when this Meeting
+    // controls it (not a deleted namesake's, not someone else's).
+    let own = live.filter(|l| apply::controller_uid(&l.metadata) == meeting.metadata.uid.as_deref());
     let Some(bridge) = cx.bridges.get(&ObjectRef::<Bridge>::new(&spec.bridge).within(ns)) else {
         return Ok(Outcome::waiting(
             Phase::Pending,
@@ -238,7 +241,7 @@ async fn decide(
             not_before: l.valid_from,
             expires: l.valid_until,
         });
-    if !bridge_ready && live.is_none() && issued.is_none() {
+    if !bridge_ready && own.is_none() && issued.is_none() {
         let mut o = Outcome::waiting(
             Phase::Pending,
             Reason::BridgeNotReady,
@@ -260,7 +263,7 @@ async fn decide(
         );
         o.capacity = Some(capacity);
         // Links already out stay until they can be signed again.
-        if let Some(l) = live {
+        if let Some(l) = own {
             o.phase = phase;
             o.credentials = true;
             o.window = credentials::recorded_window(l.annotations());
@@ -268,7 +271,7 @@ async fn decide(
         return Ok(o);
     };
     let passphrase = passphrase(cx, meeting, ns, name, &bridge, &owner).await?;
-    let recorded = live
+    let recorded = own
         .and_then(|l| credentials::recorded_window(l.annotations()))
         .or(issued);
     let window = schedule::window(spec, now, recorded);
@@ -352,7 +355,12 @@ fn bridge_keys(cx: &Context, ns: &str, bridge: &Bridge) -> Option<BridgeKeys> {
     if bridge.spec.engine == Engine::Jitsi && bridge.spec.auth.mode == AuthMode::Open {
         return Some(BridgeKeys::Open);
     }
-    let obj = cx.cached_secret(ns, &labels::child_name(&bridge.name_any(), secrets::SUFFIX))?;
+    // Only a Secret this very Bridge controls: a deleted namesake's keys must never sign links.
+    let obj = cx.owned_secret(
+        ns,
+        &labels::child_name(&bridge.name_any(), secrets::SUFFIX),
+        bridge.uid().as_deref()?,
+    )?;
     let value = |k| super::secret_value(&obj, k).filter(|v| !v.is_empty());
     Some(match bridge.spec.engine {
         Engine::Jitsi => BridgeKeys::Jitsi(value(secrets::JWT_APP_SECRET)?),
@@ -375,9 +383,11 @@ async fn passphrase(
     owner: &OwnerReference,
 ) -> Result<Option<String>, Error> {
     let secret_name = e2ee_key::secret_name(name);
+    // Only this very Meeting's passphrase: a deleted namesake's must never be handed out again.
     let live = cx
         .meeting_secrets
-        .get(&ObjectRef::new_with(&secret_name, Kind::Secret.resource()).within(ns));
+        .get(&ObjectRef::new_with(&secret_name, Kind::Secret.resource()).within(ns))
+        .filter(|l| apply::controller_uid(&l.metadata) == Some(owner.uid.as_str()));
     if bridge.spec.engine != Engine::LiveKit || meeting.spec.key_distribution == KeyDistribution::OutOfBand {
         if let Some(obj) = live.as_deref() {
             apply::delete(&cx.client, &Kind::Secret.resource(), obj)

@@ -8,7 +8,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Resource;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
 
 use super::{Context, Error};
 use crate::api::bridge::Bridge;
@@ -103,9 +102,7 @@ async fn own_ca(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Result<TlsState, Er
     let ca_name = ctx.child_name(ca::CA_SUFFIX);
     let tls_name = certificate::tls_secret_name(ctx);
     let keep = vec![ca_name.clone(), tls_name.clone()];
-    let secrets = cx.store(super::Kind::Secret);
-    let cached =
-        |name: &str| secrets.get(&ObjectRef::new_with(name, super::Kind::Secret.resource()).within(&ctx.namespace));
+    let cached = |name: &str| cx.owned_secret(&ctx.namespace, name, &ctx.owner.uid);
     let live_ca = cached(&ca_name);
     let live_tls = cached(&tls_name);
 
