@@ -279,7 +279,10 @@ impl Model {
                 // check that they never change either.
                 "sfu": {"replicas": b.replicas, "maxReplicas": b.max_replicas,
                         "participantsPerReplica": b.per_replica, "drainTimeout": "5s",
-                        "media": {"port": 31000 + 10 * b.slot as i32}},
+                        // The static band of the NodePort range (kube-apiserver hands out
+                        // random node ports, TURN's load balancer's among them, from the upper
+                        // band first), so no other Service takes an SFU's port.
+                        "media": {"port": 30000 + 10 * b.slot as i32}},
                 // TURN at a fixed address, so it is Ready without a load balancer (an IP: no
                 // name joins the certificate when TURN is toggled).
                 "turn": {"enabled": b.turn, "host": "198.51.100.20"},
