@@ -67,6 +67,9 @@ const FULL: Size = Size {
     etcd_restarts: 2,
 };
 
+/// The invariants are checked after every this many kills too, not only at the end.
+const CHECKPOINT_EVERY: usize = 5;
+
 /// Every fault is followed by convergence within this.
 const CONVERGE: Duration = Duration::from_secs(60);
 /// A Meeting created after an API server restart has its links within this.
@@ -214,6 +217,7 @@ async fn chaos() {
     let mut kills = 0;
     let mut outages = Vec::new();
     let mut last_fault = Instant::now();
+    let mut checkpoints = Vec::new();
     for step in 0..size.steps {
         let op = model.next(&mut rng);
         *ops.entry(op.kind()).or_default() += 1;
@@ -235,6 +239,13 @@ async fn chaos() {
                 eprintln!("chaos: step {step}: SIGKILL after {pause:?} (kill {kills})");
                 operator = start(generation);
                 last_fault = Instant::now();
+                // Every few kills, a checkpoint: everything holds within a minute of this kill
+                // (the operator just started, with fresh watches whatever came before).
+                if kills % CHECKPOINT_EVERY == 0 && step + 1 < size.steps {
+                    let took = converge(&client, &model, last_fault, CONVERGE).await;
+                    eprintln!("chaos: step {step}: checkpoint, converged {took:.1?} after the kill");
+                    checkpoints.push(took);
+                }
             }
             Some(Fault::Restart(component)) => {
                 let down = Duration::from_millis(rng.random_range(5000..=15000));
@@ -280,6 +291,11 @@ async fn chaos() {
             o.links()
         );
     }
+    eprintln!(
+        "chaos: {} checkpoints, converged within {:.1?} of the kill before each",
+        checkpoints.len(),
+        checkpoints.iter().max().copied().unwrap_or_default()
+    );
     eprintln!(
         "chaos: converged {converged:.1?} after the last fault; {} children, {} SFU StatefulSets, {} links verified; {} generated values tracked, {} changed",
         checked.children,
