@@ -67,6 +67,10 @@ const FULL: Size = Size {
     etcd_restarts: 2,
 };
 
+/// Every this many steps the operation takes something away from a Bridge (see
+/// `Model::shrink`).
+const SHRINK_EVERY: usize = 8;
+
 /// The invariants are checked after every this many kills too, not only at the end.
 const CHECKPOINT_EVERY: usize = 5;
 
@@ -219,7 +223,11 @@ async fn chaos() {
     let mut last_fault = Instant::now();
     let mut checkpoints = Vec::new();
     for step in 0..size.steps {
-        let op = model.next(&mut rng);
+        let op = if step % SHRINK_EVERY == SHRINK_EVERY - 1 {
+            model.shrink(&mut rng)
+        } else {
+            model.next(&mut rng)
+        };
         *ops.entry(op.kind()).or_default() += 1;
         eprintln!("chaos: step {step}: {op:?}");
         workload::apply(&client, &model, &op).await;

@@ -153,6 +153,32 @@ impl Model {
         }
     }
 
+    /// An edit that takes something away from a Bridge (TURN switched off, or the SFU pool's
+    /// bound lowered), so that pruning is exercised whatever the seed: pools mostly grow
+    /// under this churn otherwise.
+    pub fn shrink(&mut self, rng: &mut StdRng) -> Op {
+        let bridges: Vec<String> = self.bridges.keys().cloned().collect();
+        if bridges.is_empty() {
+            return self.next(rng);
+        }
+        let name = Model::pick(rng, &bridges).clone();
+        let Some(b) = self.bridges.get_mut(&name) else {
+            return self.next(rng);
+        };
+        b.edits += 1;
+        if b.turn {
+            b.turn = false;
+            Op::EditBridge(name, "turn.enabled off")
+        } else if b.max_replicas > 1 {
+            b.max_replicas -= 1;
+            b.replicas = b.replicas.min(b.max_replicas);
+            Op::EditBridge(name, "sfu.maxReplicas lowered")
+        } else {
+            b.turn = true;
+            Op::EditBridge(name, "turn.enabled")
+        }
+    }
+
     pub fn create_bridge(&mut self, slot: usize, rng: &mut StdRng) -> Op {
         let name = format!("b{slot}");
         let replicas = rng.random_range(1..=2);
