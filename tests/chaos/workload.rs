@@ -305,7 +305,11 @@ impl Model {
                 // check that they never change either.
                 "sfu": {"replicas": b.replicas, "maxReplicas": b.max_replicas,
                         "participantsPerReplica": b.per_replica, "drainTimeout": "5s",
-                        "media": {"port": 31000 + 10 * b.slot as i32}},
+                        // In the band of the NodePort range Kubernetes never assigns at
+                        // random (30000-30085 by default): above it, a NodePort assigned to
+                        // some LoadBalancer Service (this Bridge's own TURN Service among
+                        // them) can take a replica's port, which a chaos run met.
+                        "media": {"port": 30000 + 10 * b.slot as i32}},
                 "turn": {"enabled": b.turn},
             }
         }))
