@@ -43,6 +43,8 @@ pub struct Model {
     pub meetings: BTreeMap<String, MeetingModel>,
     max_bridges: usize,
     next_meeting: u32,
+    /// Media port of the Bridge in slot 0; slot N uses ten more per slot.
+    port_base: i32,
 }
 
 /// One step of churn.
@@ -102,13 +104,16 @@ const BRIDGE_CHILDREN: [(&str, &str); 13] = [
 ];
 
 impl Model {
-    pub fn new(namespace: &str, max_bridges: usize) -> Model {
+    /// A model for `namespace`; NodePorts are cluster-wide, so tests running side by side give
+    /// each model its own `port_base`.
+    pub fn new(namespace: &str, max_bridges: usize, port_base: i32) -> Model {
         Model {
             namespace: namespace.to_string(),
             bridges: BTreeMap::new(),
             meetings: BTreeMap::new(),
             max_bridges: max_bridges.min(BRIDGE_SLOTS),
             next_meeting: 0,
+            port_base,
         }
     }
 
@@ -309,7 +314,7 @@ impl Model {
                         // random (30000-30085 by default): above it, a NodePort assigned to
                         // some LoadBalancer Service (this Bridge's own TURN Service among
                         // them) can take a replica's port, which a chaos run met.
-                        "media": {"port": 30000 + 10 * b.slot as i32}},
+                        "media": {"port": self.port_base + 10 * b.slot as i32}},
                 "turn": {"enabled": b.turn},
             }
         }))
