@@ -16,6 +16,8 @@
 mod common;
 #[path = "chaos/invariants.rs"]
 mod invariants;
+#[path = "chaos/outage.rs"]
+mod outage;
 #[path = "chaos/workload.rs"]
 mod workload;
 
@@ -23,9 +25,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::cluster;
-use common::operator::{Operator, http_get};
+use common::operator::Operator;
+use invariants::converge;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
+use outage::{Late, Outage, restart};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use workload::{Model, Op};
@@ -67,6 +71,13 @@ const FULL: Size = Size {
     etcd_restarts: 2,
 };
 
+/// Every this many steps the operation takes something away from a Bridge (see
+/// `Model::shrink`).
+const SHRINK_EVERY: usize = 8;
+
+/// The invariants are checked after every this many kills too, not only at the end.
+const CHECKPOINT_EVERY: usize = 5;
+
 /// Every fault is followed by convergence within this.
 const CONVERGE: Duration = Duration::from_secs(60);
 /// A Meeting created after an API server restart has its links within this.
@@ -99,58 +110,6 @@ fn schedule(size: &Size, rng: &mut StdRng) -> BTreeMap<usize, Fault> {
         at.entry(step).or_insert(Fault::Kill);
     }
     at
-}
-
-/// One outage, as seen from outside.
-#[derive(Debug)]
-struct Outage {
-    component: &'static str,
-    down: Duration,
-    /// Time from the component's start until the API server was ready again.
-    back_after: Duration,
-    /// `/healthz` answers during the outage and until the probe Meeting had its links.
-    healthz: BTreeMap<u16, usize>,
-    /// Time from ready until a Meeting created then had its links (None: not within the wait).
-    links_after: Option<Duration>,
-    /// Without links within the wait: the same measured on, until the next SIGKILL of the
-    /// operator (which ends the measurement: a fresh operator has fresh watches).
-    late: Option<Late>,
-}
-
-#[derive(Debug)]
-struct Late {
-    ready: Instant,
-    found: std::sync::Arc<std::sync::Mutex<Option<Duration>>>,
-    task: tokio::task::JoinHandle<()>,
-    /// When the operator was killed next, after `ready`, with no links by then.
-    cut: Option<Duration>,
-}
-
-impl Late {
-    fn cut(&mut self) {
-        if self.cut.is_none() && self.found().is_none() {
-            self.cut = Some(self.ready.elapsed());
-        }
-        self.task.abort();
-    }
-
-    fn found(&self) -> Option<Duration> {
-        *self.found.lock().expect("lock")
-    }
-}
-
-impl Outage {
-    fn links(&self) -> String {
-        match (&self.links_after, &self.late) {
-            (Some(d), _) => format!("{d:.1?}"),
-            (None, Some(late)) => match (late.found(), late.cut) {
-                (Some(d), _) => format!("{d:.1?} (more than {LINKS_AFTER_OUTAGE:?})"),
-                (None, Some(d)) => format!("none yet {d:.1?} after, when the operator was killed next"),
-                (None, None) => "none by the end".into(),
-            },
-            (None, None) => "?".into(),
-        }
-    }
 }
 
 /// The tests of this binary stop parts of the control plane: one at a time.
@@ -196,7 +155,7 @@ async fn chaos() {
     let watching = recorder.watch(secrets.clone());
 
     // The starting population, converged before the chaos begins.
-    let mut model = Model::new(&ns, size.max_bridges);
+    let mut model = Model::new(&ns, size.max_bridges, 30000);
     let mut ops: BTreeMap<String, usize> = BTreeMap::new();
     for slot in 0..size.bridges {
         let op = model.create_bridge(slot, &mut rng);
@@ -214,8 +173,13 @@ async fn chaos() {
     let mut kills = 0;
     let mut outages = Vec::new();
     let mut last_fault = Instant::now();
+    let mut checkpoints = Vec::new();
     for step in 0..size.steps {
-        let op = model.next(&mut rng);
+        let op = if step % SHRINK_EVERY == SHRINK_EVERY - 1 {
+            model.shrink(&mut rng)
+        } else {
+            model.next(&mut rng)
+        };
         *ops.entry(op.kind()).or_default() += 1;
         eprintln!("chaos: step {step}: {op:?}");
         workload::apply(&client, &model, &op).await;
@@ -235,6 +199,13 @@ async fn chaos() {
                 eprintln!("chaos: step {step}: SIGKILL after {pause:?} (kill {kills})");
                 operator = start(generation);
                 last_fault = Instant::now();
+                // Every few kills, a checkpoint: everything holds within a minute of this kill
+                // (the operator just started, with fresh watches whatever came before).
+                if kills % CHECKPOINT_EVERY == 0 && step + 1 < size.steps {
+                    let took = converge(&client, &model, last_fault, CONVERGE).await;
+                    eprintln!("chaos: step {step}: checkpoint, converged {took:.1?} after the kill");
+                    checkpoints.push(took);
+                }
             }
             Some(Fault::Restart(component)) => {
                 let down = Duration::from_millis(rng.random_range(5000..=15000));
@@ -281,6 +252,11 @@ async fn chaos() {
         );
     }
     eprintln!(
+        "chaos: {} checkpoints, converged within {:.1?} of the kill before each",
+        checkpoints.len(),
+        checkpoints.iter().max().copied().unwrap_or_default()
+    );
+    eprintln!(
         "chaos: converged {converged:.1?} after the last fault; {} children, {} SFU StatefulSets, {} links verified; {} generated values tracked, {} changed",
         checked.children,
         checked.sfu_statefulsets,
@@ -310,144 +286,6 @@ async fn chaos() {
     assert!(kills >= size.kills, "{kills} kills");
 }
 
-/// Waits until every invariant holds; returns the time since `since`. Panics with what still
-/// does not hold after `within` from `since`.
-async fn converge(client: &kube::Client, model: &Model, since: Instant, within: Duration) -> Duration {
-    let deadline = since + within;
-    loop {
-        match invariants::check(client, model).await {
-            Ok(_) => return since.elapsed(),
-            Err(bad) if Instant::now() >= deadline => {
-                panic!(
-                    "not converged {within:?} after the last fault:\n{}\n\npods:\n{}\n\nkube-controller-manager's garbage collector said:\n{}",
-                    bad.join("\n"),
-                    pods(client, &model.namespace).await,
-                    garbage_collector_log()
-                )
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
-}
-
-/// Kills `component`, keeps it down for `down` while the operator runs on, starts it again,
-/// then creates the probe Meeting and waits (at most [`LINKS_AFTER_OUTAGE`]) for its links,
-/// watching the operator's `/healthz` all along.
-async fn restart(
-    cp: &'static testenv::ControlPlane,
-    client: &kube::Client,
-    operator: &Operator,
-    model: &Model,
-    component: &'static str,
-    down: Duration,
-    probe: &Op,
-) -> Outage {
-    let port = operator.http_port().await;
-    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let healthz = {
-        let watching = watching.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut seen: BTreeMap<u16, usize> = BTreeMap::new();
-            while watching.load(std::sync::atomic::Ordering::Relaxed) {
-                let code = http_get(port, "/healthz").map(|(c, _)| c).unwrap_or(0);
-                *seen.entry(code).or_default() += 1;
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            seen
-        })
-    };
-    let started = tokio::task::spawn_blocking(move || {
-        cp.stop_component(component, Duration::ZERO).expect("stop");
-        std::thread::sleep(down);
-        let started = Instant::now();
-        cp.start_component(component, Duration::from_secs(120)).expect("start");
-        started.elapsed()
-    })
-    .await
-    .expect("restart thread");
-    let ready = Instant::now();
-    workload::apply(client, model, probe).await;
-    let Op::CreateMeeting(name) = probe else {
-        panic!("the probe is a new Meeting")
-    };
-    let mut links_after = None;
-    while ready.elapsed() < LINKS_AFTER_OUTAGE {
-        if invariants::has_links(client, model, name).await {
-            links_after = Some(ready.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    watching.store(false, std::sync::atomic::Ordering::Relaxed);
-    let late = links_after.is_none().then(|| {
-        let found = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let (client, model_ns, name, slot) = (client.clone(), model.namespace.clone(), name.clone(), found.clone());
-        let task = tokio::spawn(async move {
-            let secrets: Api<Secret> = Api::namespaced(client, &model_ns);
-            let creds = format!("{name}-credentials");
-            while !matches!(secrets.get_opt(&creds).await, Ok(Some(_))) {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            *slot.lock().expect("lock") = Some(ready.elapsed());
-        });
-        Late {
-            ready,
-            found,
-            task,
-            cut: None,
-        }
-    });
-    Outage {
-        component,
-        down,
-        back_after: started,
-        healthz: healthz.await.expect("healthz thread"),
-        links_after,
-        late,
-    }
-}
-
-/// The garbage collector's last words, for a failure that involves it.
-fn garbage_collector_log() -> String {
-    let path = cluster().state_dir().join("logs/kube-controller-manager.log");
-    let log = std::fs::read_to_string(&path).unwrap_or_default();
-    let lines: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("garbage") || l.contains("graph_builder") || l.contains("conclave.dev"))
-        .collect();
-    lines[lines.len().saturating_sub(40)..]
-        .iter()
-        .map(|l| l.chars().take(400).collect::<String>())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Every pod of the namespace with its phase and controller, for a failure involving one.
-async fn pods(client: &kube::Client, ns: &str) -> String {
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
-    let Ok(list) = pods.list(&Default::default()).await else {
-        return "(pods could not be listed)".into();
-    };
-    list.items
-        .iter()
-        .map(|p| {
-            let owner = p.metadata.owner_references.clone().unwrap_or_default();
-            format!(
-                "{} {:?} node {:?} deleting {} owner {:?}",
-                p.metadata.name.as_deref().unwrap_or_default(),
-                p.status.as_ref().and_then(|s| s.phase.clone()),
-                p.spec.as_ref().and_then(|s| s.node_name.clone()),
-                p.metadata.deletion_timestamp.is_some(),
-                owner
-                    .iter()
-                    .map(|o| format!("{} {} {}", o.kind, o.name, o.uid))
-                    .collect::<Vec<_>>()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// A Bridge deleted and created again under the same name while the garbage collector is
 /// stalled (it lagged for minutes after API server restarts in a chaos run): the new Bridge
 /// replaces what its predecessor left under its children's names instead of waiting, never
@@ -461,7 +299,7 @@ async fn namesake_while_the_garbage_collector_is_stalled() {
     let _operator = Operator::start("conclave-namesake-test", &ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let mut rng = StdRng::seed_from_u64(7);
-    let mut model = Model::new(&ns, 1);
+    let mut model = Model::new(&ns, 1, 30070);
     let op = model.create_bridge(0, &mut rng);
     let Op::CreateBridge(bridge) = op.clone() else {
         unreachable!()
@@ -492,7 +330,7 @@ async fn namesake_while_the_garbage_collector_is_stalled() {
         .delete(&bridge, &Default::default())
         .await
         .expect("delete the Bridge");
-    let mut model = Model::new(&ns, 1);
+    let mut model = Model::new(&ns, 1, 30070);
     let op = model.create_bridge(0, &mut rng);
     shape(&mut model, &bridge, 1, false);
     workload::apply(&client, &model, &op).await;

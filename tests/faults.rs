@@ -488,3 +488,106 @@ async fn narrowed_rbac_is_reported_and_heals() {
     .await;
     assert!(secrets.get_opt("standup-credentials").await.expect("get").is_some());
 }
+
+/// The links of a Meeting whose status could not be written (the operator crashed right after
+/// the credentials Secret, or its status writes were refused) come back identical when the
+/// Secret is deleted by hand later: they never depend on when they happened to be issued.
+#[tokio::test]
+async fn links_survive_a_crash_between_the_secret_and_the_status() {
+    let cp = cluster();
+    let client = cp.client().await;
+    let ns = testenv::namespace(&client, "unrecorded").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let user = "conclave-unrecorded-test";
+    let t0 = chrono::Utc::now();
+    let mut operator = Operator::with_clock(user, &ns, dir.path(), t0);
+    create_tls_secret(&client, &ns, "byo-tls", "links.example.com").await;
+    let bridges: Api<Bridge> = Api::namespaced(client.clone(), &ns);
+    let mut b = bridge("links", 31650);
+    b.spec.turn.enabled = false;
+    bridges.create(&PostParams::default(), &b).await.expect("bridge");
+    wait_ready(&bridges, "links").await;
+
+    // Meeting status writes are refused in this namespace.
+    let name = format!("no-meeting-status-{ns}");
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+                "resourceRules": [{"apiGroups": ["conclave.dev"], "apiVersions": ["*"],
+                                   "operations": ["UPDATE"], "resources": ["meetings/status"]}]
+            },
+            "validations": [{"expression": "false", "message": "no Meeting status here"}]
+        }
+    }))
+    .expect("policy");
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"]}
+    }))
+    .expect("binding");
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(client.clone());
+    policies.create(&PostParams::default(), &policy).await.expect("policy");
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("binding");
+    let meetings: Api<Meeting> = Api::namespaced(client.clone(), &ns);
+    meetings
+        .create(&PostParams::default(), &meeting("probe", "nowhere"))
+        .await
+        .expect("probe meeting");
+    let dry = PatchParams {
+        dry_run: true,
+        ..PatchParams::default()
+    };
+    let touch = Patch::Merge(json!({"status": {"phase": "Pending"}}));
+    wait_for(
+        "the admission policy to be in force",
+        Duration::from_secs(60),
+        || async {
+            meetings
+                .patch_status("probe", &dry, &touch)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    meetings
+        .create(&PostParams::default(), &meeting("standup", "links"))
+        .await
+        .expect("meeting");
+    let first = wait_for("the credentials Secret", Duration::from_secs(60), || async {
+        secrets.get_opt("standup-credentials").await.ok().flatten()?.data
+    })
+    .await;
+    let m = meetings.get("standup").await.expect("meeting");
+    assert!(
+        m.status.and_then(|s| s.links).is_none(),
+        "the policy keeps the links' window out of status"
+    );
+
+    // The operator crashes; the Secret is deleted by hand; a new operator starts later.
+    operator.kill();
+    secrets
+        .delete("standup-credentials", &DeleteParams::default())
+        .await
+        .expect("delete the Secret");
+    let clock = dir.path().join(format!("{user}.now"));
+    let later = Operator::launch(user, None, &["--watch-namespace", &ns], &[], Some(clock.clone()));
+    later.set_now(t0 + chrono::Duration::minutes(5));
+    let again = wait_for("the credentials Secret again", Duration::from_secs(60), || async {
+        secrets.get_opt("standup-credentials").await.ok().flatten()?.data
+    })
+    .await;
+    assert_eq!(again, first, "the same links");
+
+    bindings.delete(&name, &DeleteParams::default()).await.expect("binding");
+    policies.delete(&name, &DeleteParams::default()).await.expect("policy");
+}

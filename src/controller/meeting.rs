@@ -274,7 +274,13 @@ async fn decide(
     let recorded = own
         .and_then(|l| credentials::recorded_window(l.annotations()))
         .or(issued);
-    let window = schedule::window(spec, now, recorded);
+    let created = meeting
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0))
+        .unwrap_or(now);
+    let window = schedule::window(spec, now, recorded, created);
     let signer = match &keys {
         BridgeKeys::Open => Signer::Open,
         BridgeKeys::Jitsi(secret) => Signer::Jitsi(secret),

@@ -44,11 +44,19 @@ impl Window {
 
 /// The token window for a Meeting at `now`. A scheduled meeting's window is fixed by its
 /// schedule, so re-issuing gives the same tokens. A standing room reuses `current` (the window
-/// of the tokens it has) until it is due for renewal, then starts a new one.
-pub fn window(spec: &MeetingSpec, now: DateTime<Utc>, current: Option<Window>) -> Window {
+/// of the tokens it has) until it is due for renewal, then moves to the next one.
+///
+/// Whatever the schedule leaves open is anchored at `created` (the Meeting's creation), never
+/// at the moment of issuing: standing windows follow one another every
+/// `STANDING_LIFETIME - STANDING_RENEW_BEFORE` from there. So the same Meeting gets the same
+/// window at any moment of one period, and a credentials Secret lost before its window was
+/// recorded (the operator crashed before writing status, then the Secret was deleted) comes
+/// back with the very links that were handed out.
+pub fn window(spec: &MeetingSpec, now: DateTime<Utc>, current: Option<Window>, created: DateTime<Utc>) -> Window {
+    let anchor = created - SKEW;
     if let Some(end) = spec.end {
-        let not_before = spec.start.map_or(now - SKEW, |s| s - EARLY_JOIN);
-        // A meeting without `start` that is created late gets a window from its creation.
+        let not_before = spec.start.map_or(anchor, |s| s - EARLY_JOIN);
+        // Tokens issued before (by an operator that anchored them elsewhere) are kept.
         let not_before = match current {
             Some(c) if spec.start.is_none() && c.expires == end + GRACE => c.not_before,
             _ => not_before,
@@ -60,13 +68,18 @@ pub fn window(spec: &MeetingSpec, now: DateTime<Utc>, current: Option<Window>) -
     }
     match current {
         Some(c) if now < c.renew_at() && c.expires - c.not_before <= STANDING_LIFETIME + SKEW => c,
-        _ => {
-            let not_before = spec.start.map_or(now - SKEW, |s| (s - EARLY_JOIN).max(now - SKEW));
-            Window {
-                not_before,
-                expires: not_before + STANDING_LIFETIME,
-            }
-        }
+        _ => standing(spec.start.map_or(anchor, |s| (s - EARLY_JOIN).max(anchor)), now),
+    }
+}
+
+/// The standing window in force at `now` in the series that starts at `first`.
+fn standing(first: DateTime<Utc>, now: DateTime<Utc>) -> Window {
+    let period = (STANDING_LIFETIME - STANDING_RENEW_BEFORE).num_seconds();
+    let periods = (now - first).num_seconds().max(0) / period;
+    let not_before = first + Duration::seconds(periods * period);
+    Window {
+        not_before,
+        expires: not_before + STANDING_LIFETIME,
     }
 }
 
@@ -117,8 +130,9 @@ mod tests {
     #[test]
     fn scheduled_windows_are_fixed_by_the_schedule() {
         let s = spec(Some("2030-01-07T09:00:00Z"), Some("2030-01-07T10:00:00Z"));
-        let a = window(&s, t("2030-01-01T00:00:00Z"), None);
-        let b = window(&s, t("2030-01-07T09:30:00Z"), Some(a));
+        let created = t("2029-12-01T00:00:00Z");
+        let a = window(&s, t("2030-01-01T00:00:00Z"), None, created);
+        let b = window(&s, t("2030-01-07T09:30:00Z"), Some(a), created);
         assert_eq!(a, b);
         assert_eq!(a.not_before, t("2030-01-07T08:50:00Z"));
         assert_eq!(a.expires, t("2030-01-07T10:15:00Z"));
@@ -128,15 +142,37 @@ mod tests {
     fn standing_windows_are_reused_until_renewal_then_replaced() {
         let s = spec(None, None);
         let now = t("2030-01-01T00:00:00Z");
-        let w = window(&s, now, None);
+        let w = window(&s, now, None, now);
         assert_eq!(w.not_before, now - SKEW);
         assert_eq!(w.expires, now - SKEW + STANDING_LIFETIME);
         let later = now + Duration::hours(10);
-        assert_eq!(window(&s, later, Some(w)), w);
+        assert_eq!(window(&s, later, Some(w), now), w);
         let due = w.renew_at();
-        let renewed = window(&s, due, Some(w));
+        let renewed = window(&s, due, Some(w), now);
         assert_ne!(renewed, w);
-        assert_eq!(renewed.not_before, due - SKEW);
-        assert!(renewed.expires - due >= STANDING_LIFETIME - SKEW);
+        assert_eq!(renewed.not_before, due);
+        assert_eq!(renewed.expires - due, STANDING_LIFETIME);
+    }
+
+    #[test]
+    fn windows_do_not_depend_on_when_they_are_issued() {
+        let created = t("2030-01-01T00:00:00Z");
+        let standing = spec(None, None);
+        let first = window(&standing, created + Duration::seconds(3), None, created);
+        // Lost and issued again later in the same period: the same window.
+        assert_eq!(window(&standing, created + Duration::hours(15), None, created), first);
+        // In the next period, the next window, which starts where the first is renewed.
+        let next = window(&standing, created + Duration::hours(17), None, created);
+        assert_eq!(next.not_before, first.renew_at());
+        // A room with an end and no start: from its creation, whenever issued.
+        let ending = spec(None, Some("2030-01-03T00:00:00Z"));
+        assert_eq!(
+            window(&ending, created + Duration::hours(5), None, created),
+            window(&ending, created + Duration::seconds(1), None, created)
+        );
+        // A standing room that starts later: from its start.
+        let later = spec(Some("2030-01-02T00:00:00Z"), None);
+        let w = window(&later, created, None, created);
+        assert_eq!(w.not_before, t("2030-01-02T00:00:00Z") - EARLY_JOIN);
     }
 }

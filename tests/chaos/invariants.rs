@@ -18,6 +18,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
 
 use super::workload::Model;
+use crate::common::cluster;
+use std::time::{Duration, Instant};
 
 /// Every kind the operator creates.
 pub const KINDS: [&str; 8] = [
@@ -384,4 +386,65 @@ pub async fn has_links(client: &kube::Client, model: &Model, name: &str) -> bool
                 .and_then(|l| l.split_once("?jwt=").map(|(_, t)| t.to_string()))
                 .is_some_and(|t| token::verify(&t, &key).is_ok())
         })
+}
+
+/// Waits until every invariant holds; returns the time since `since`. Panics with what still
+/// does not hold after `within` from `since`.
+pub async fn converge(client: &kube::Client, model: &Model, since: Instant, within: Duration) -> Duration {
+    let deadline = since + within;
+    loop {
+        match check(client, model).await {
+            Ok(_) => return since.elapsed(),
+            Err(bad) if Instant::now() >= deadline => {
+                panic!(
+                    "not converged {within:?} after the last fault:\n{}\n\npods:\n{}\n\nkube-controller-manager's garbage collector said:\n{}",
+                    bad.join("\n"),
+                    pods(client, &model.namespace).await,
+                    garbage_collector_log()
+                )
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// The garbage collector's last words, for a failure that involves it.
+fn garbage_collector_log() -> String {
+    let path = cluster().state_dir().join("logs/kube-controller-manager.log");
+    let log = std::fs::read_to_string(&path).unwrap_or_default();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("garbage") || l.contains("graph_builder") || l.contains("conclave.dev"))
+        .collect();
+    lines[lines.len().saturating_sub(40)..]
+        .iter()
+        .map(|l| l.chars().take(400).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every pod of the namespace with its phase and controller, for a failure involving one.
+async fn pods(client: &kube::Client, ns: &str) -> String {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    let Ok(list) = pods.list(&Default::default()).await else {
+        return "(pods could not be listed)".into();
+    };
+    list.items
+        .iter()
+        .map(|p| {
+            let owner = p.metadata.owner_references.clone().unwrap_or_default();
+            format!(
+                "{} {:?} node {:?} deleting {} owner {:?}",
+                p.metadata.name.as_deref().unwrap_or_default(),
+                p.status.as_ref().and_then(|s| s.phase.clone()),
+                p.spec.as_ref().and_then(|s| s.node_name.clone()),
+                p.metadata.deletion_timestamp.is_some(),
+                owner
+                    .iter()
+                    .map(|o| format!("{} {} {}", o.kind, o.name, o.uid))
+                    .collect::<Vec<_>>()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -43,6 +43,8 @@ pub struct Model {
     pub meetings: BTreeMap<String, MeetingModel>,
     max_bridges: usize,
     next_meeting: u32,
+    /// Media port of the Bridge in slot 0; slot N uses ten more per slot.
+    port_base: i32,
 }
 
 /// One step of churn.
@@ -102,13 +104,16 @@ const BRIDGE_CHILDREN: [(&str, &str); 13] = [
 ];
 
 impl Model {
-    pub fn new(namespace: &str, max_bridges: usize) -> Model {
+    /// A model for `namespace`; NodePorts are cluster-wide, so tests running side by side give
+    /// each model its own `port_base`.
+    pub fn new(namespace: &str, max_bridges: usize, port_base: i32) -> Model {
         Model {
             namespace: namespace.to_string(),
             bridges: BTreeMap::new(),
             meetings: BTreeMap::new(),
             max_bridges: max_bridges.min(BRIDGE_SLOTS),
             next_meeting: 0,
+            port_base,
         }
     }
 
@@ -150,6 +155,32 @@ impl Model {
             if let Some(op) = op {
                 return op;
             }
+        }
+    }
+
+    /// An edit that takes something away from a Bridge (TURN switched off, or the SFU pool's
+    /// bound lowered), so that pruning is exercised whatever the seed: pools mostly grow
+    /// under this churn otherwise.
+    pub fn shrink(&mut self, rng: &mut StdRng) -> Op {
+        let bridges: Vec<String> = self.bridges.keys().cloned().collect();
+        if bridges.is_empty() {
+            return self.next(rng);
+        }
+        let name = Model::pick(rng, &bridges).clone();
+        let Some(b) = self.bridges.get_mut(&name) else {
+            return self.next(rng);
+        };
+        b.edits += 1;
+        if b.turn {
+            b.turn = false;
+            Op::EditBridge(name, "turn.enabled off")
+        } else if b.max_replicas > 1 {
+            b.max_replicas -= 1;
+            b.replicas = b.replicas.min(b.max_replicas);
+            Op::EditBridge(name, "sfu.maxReplicas lowered")
+        } else {
+            b.turn = true;
+            Op::EditBridge(name, "turn.enabled")
         }
     }
 
@@ -279,10 +310,11 @@ impl Model {
                 // check that they never change either.
                 "sfu": {"replicas": b.replicas, "maxReplicas": b.max_replicas,
                         "participantsPerReplica": b.per_replica, "drainTimeout": "5s",
-                        // The static band of the NodePort range (kube-apiserver hands out
-                        // random node ports, TURN's load balancer's among them, from the upper
-                        // band first), so no other Service takes an SFU's port.
-                        "media": {"port": 30000 + 10 * b.slot as i32}},
+                        // In the band of the NodePort range Kubernetes never assigns at
+                        // random (30000-30085 by default): above it, a NodePort assigned to
+                        // some LoadBalancer Service (this Bridge's own TURN Service among
+                        // them) can take a replica's port, which a chaos run met.
+                        "media": {"port": self.port_base + 10 * b.slot as i32}},
                 // TURN at a fixed address, so it is Ready without a load balancer (an IP: no
                 // name joins the certificate when TURN is toggled).
                 "turn": {"enabled": b.turn, "host": "198.51.100.20"},
