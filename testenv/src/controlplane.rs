@@ -121,8 +121,10 @@ pub struct ControlPlane {
     ca: Ca,
     ca_file: PathBuf,
     bins: BTreeMap<&'static str, PathBuf>,
-    procs: Mutex<Vec<Proc>>,
-    pids: Mutex<Vec<u32>>,
+    pub(crate) procs: Mutex<Vec<Proc>>,
+    pub(crate) pids: Mutex<Vec<u32>>,
+    /// Components stopped by [`ControlPlane::stop_component`], with their place in `procs`.
+    pub(crate) stopped: Mutex<Vec<(usize, Proc)>>,
     /// Distinguishes the kubeconfig files written by `kubeconfig_as`.
     identities: AtomicU64,
 }
@@ -135,7 +137,7 @@ struct Ports {
     apiserver: u16,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves consistent data (a Vec of children),
     // so poisoning is not a reason to leak processes.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -202,7 +204,7 @@ fn kubeconfig_yaml(server: &str, ca_pem: &str, user: &str, pair: &pki::Pair) -> 
 }
 
 /// Loads a kubeconfig file into a client bound to the current tokio runtime.
-async fn client_from(path: &Path) -> Result<kube::Client, Error> {
+pub(crate) async fn client_from(path: &Path) -> Result<kube::Client, Error> {
     let kubeconfig = Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
         path: path.to_path_buf(),
         source,
@@ -287,6 +289,7 @@ impl ControlPlane {
             bins,
             procs: Mutex::new(Vec::new()),
             pids: Mutex::new(Vec::new()),
+            stopped: Mutex::new(Vec::new()),
             identities: AtomicU64::new(0),
         };
         // From here on an error drops `cp`, which stops whatever was started.
@@ -508,7 +511,7 @@ impl ControlPlane {
 
     /// Runs `fut` to completion on a private current-thread runtime on a fresh thread, so
     /// that `start` works whether or not the caller is inside a tokio runtime.
-    fn block_on<T: Send>(&self, fut: impl Future<Output = Result<T, Error>> + Send) -> Result<T, Error> {
+    pub(crate) fn block_on<T: Send>(&self, fut: impl Future<Output = Result<T, Error>> + Send) -> Result<T, Error> {
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
@@ -525,7 +528,7 @@ impl ControlPlane {
 
     /// Polls `check` every 100 ms until it succeeds, the deadline passes, or a component dies
     /// (then the error carries that component's log tail).
-    async fn until<T, F, Fut>(&self, what: &str, deadline: Instant, mut check: F) -> Result<T, Error>
+    pub(crate) async fn until<T, F, Fut>(&self, what: &str, deadline: Instant, mut check: F) -> Result<T, Error>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, String>>,

@@ -15,6 +15,11 @@
 //! # }
 //! ```
 //!
+//! Fault tests can stop and start a component of a running control plane (etcd,
+//! kube-apiserver, ...) on the same port with the same data, so every client keeps working:
+//! [`ControlPlane::stop_component`], [`ControlPlane::start_component`],
+//! [`ControlPlane::restart_component`].
+//!
 //! Binaries are found as described in [`tools_bin_dir`] (envtest's `TEST_ASSET_*` and
 //! `KUBEBUILDER_ASSETS` first, then the project's `tests/tools/build.sh`).
 //!
@@ -30,6 +35,7 @@ mod controlplane;
 mod error;
 mod pki;
 mod process;
+mod restart;
 mod tools;
 
 use std::future::Future;

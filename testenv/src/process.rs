@@ -69,17 +69,33 @@ fn spawn(mut cmd: Command) -> io::Result<Child> {
     rx.recv().map_err(|_| io::Error::other("spawner thread is gone"))?
 }
 
-/// One running component.
+/// One running component, with what it takes to start it again.
 pub(crate) struct Proc {
     pub name: String,
     pub child: Child,
     pub log: PathBuf,
+    pub program: PathBuf,
+    pub args: Vec<String>,
 }
 
 impl Proc {
-    /// Starts `program args...` with stdin closed and stdout+stderr appended to `log`.
+    /// Starts `program args...` with stdin closed and stdout+stderr written to `log` (a fresh
+    /// file).
     pub fn start(name: &str, program: &Path, args: &[String], log: PathBuf) -> Result<Proc, Error> {
         let out = File::create(&log).map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
+        Proc::launch(name, program, args, log, out)
+    }
+
+    /// Starts the same program with the same arguments again, appending to its log.
+    pub fn restart(&self) -> Result<Proc, Error> {
+        let out = File::options()
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| Error::io(format!("opening {}", self.log.display()), e))?;
+        Proc::launch(&self.name, &self.program, &self.args, self.log.clone(), out)
+    }
+
+    fn launch(name: &str, program: &Path, args: &[String], log: PathBuf, out: File) -> Result<Proc, Error> {
         let err = out
             .try_clone()
             .map_err(|e| Error::io(format!("duplicating {}", log.display()), e))?;
@@ -94,6 +110,8 @@ impl Proc {
             name: name.to_string(),
             child,
             log,
+            program: program.to_path_buf(),
+            args: args.to_vec(),
         })
     }
 
