@@ -77,8 +77,8 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     }
 
     let now = cx.clock.now();
-    let all_meetings = cx.meetings.state();
-    let hosted = meeting::hosted_by(all_meetings.iter().map(|m| &**m), &ns, &name, &bridge.spec);
+    let on_bridge = cx.meetings_of(&ns, &name);
+    let hosted = meeting::hosted_by(on_bridge.iter().map(|m| &**m), &ns, &name, &bridge.spec);
     let reservation = capacity::plan(&bridge.spec.sfu, hosted.iter().map(|m| &m.spec), now);
     let nodes = cx.nodes.state();
     let services = cx.store(super::Kind::Service);
@@ -155,18 +155,26 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
         described,
         generation,
     ));
-    let ready_sfu = sfu
+    let ready_replicas: Vec<bool> = sfu
         .iter()
-        .filter(|r| ready(super::Kind::StatefulSet, &pool::suffix(r)))
-        .count() as i32;
+        .map(|r| ready(super::Kind::StatefulSet, &pool::suffix(r)))
+        .collect();
+    let ready_sfu = ready_replicas.iter().filter(|r| **r).count() as i32;
     let addressed = sfu.iter().all(|r| !r.advertise.is_empty());
-    let sfu_ok = ready_sfu == sfu.len() as i32 && addressed;
+    // The pool serves once its minimum (`sfu.replicas`) runs; replicas added for a
+    // reservation are capacity ahead of time, and while they start the Bridge stays Ready, so
+    // new Meetings still get their links.
+    let base = usize::try_from(bridge.spec.sfu.replicas).unwrap_or(1).max(1);
+    let serving = ready_replicas.iter().take(base).all(|r| *r);
+    let sfu_ok = serving && addressed;
     let sfu_reason = if !addressed {
         Reason::AwaitingAddress
-    } else if sfu_ok {
-        Reason::Running
-    } else {
+    } else if !serving {
         Reason::Starting
+    } else if ready_sfu < sfu.len() as i32 {
+        Reason::Scaling
+    } else {
+        Reason::Running
     };
     conditions.push(cond(
         Type::SfuReady,
@@ -224,7 +232,7 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     }
     for kind in super::Kind::ALL {
         cx.metrics
-            .set_managed_objects(&kind.resource().kind, cx.store(kind).len());
+            .set_managed_objects(&kind.resource().kind, cx.managed_objects(kind));
     }
     let status_written = patch_status(&cx, &bridge, status).await?;
     tracing::info!(writes, status_written, "reconciled");

@@ -16,11 +16,11 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::Instrument;
 
+use super::watch::Credentials;
 use super::{Context, Error, Kind, status};
 use crate::api::bridge::{AuthMode, Bridge};
 use crate::api::meeting::{Meeting, MeetingStatus, Phase};
 use crate::bridge::secrets;
-use crate::child::Child;
 use crate::conditions::{Reason, Type, condition as cond};
 use crate::labels;
 use crate::meeting::{self, capacity, credentials, schedule, validate};
@@ -72,19 +72,16 @@ async fn reconcile_meeting(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Ac
     let ns = meeting.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = meeting.name_any();
     let secret_name = credentials::secret_name(&name);
-    let live = cx
-        .meeting_secrets
-        .get(&ObjectRef::new_with(&secret_name, Kind::Secret.resource()).within(&ns));
+    let live = cx.credentials(&ns, &name);
     let now = cx.clock.now();
 
-    let outcome = decide(&cx, &meeting, &ns, &name, now, live.as_deref()).await?;
+    let outcome = decide(&cx, &meeting, &ns, &name, now, live.as_ref()).await?;
     if !outcome.credentials && live.is_some() {
         // Links must stop being handed out once the Meeting cannot or no longer runs.
-        if let Some(obj) = live.as_deref() {
-            apply::delete(&cx.client, &Kind::Secret.resource(), obj)
-                .await
-                .map_err(|e| Error::Apply(format!("Secret/{secret_name}"), e))?;
-        }
+        let secret = DynamicObject::new(&secret_name, &Kind::Secret.resource()).within(&ns);
+        apply::delete(&cx.client, &Kind::Secret.resource(), &secret)
+            .await
+            .map_err(|e| Error::Apply(format!("Secret/{secret_name}"), e))?;
     }
 
     let generation = meeting.metadata.generation;
@@ -119,7 +116,7 @@ async fn decide(
     ns: &str,
     name: &str,
     now: DateTime<Utc>,
-    live: Option<&DynamicObject>,
+    live: Option<&Credentials>,
 ) -> Result<Outcome, Error> {
     let spec = &meeting.spec;
     let Some(bridge) = cx.bridges.get(&ObjectRef::<Bridge>::new(&spec.bridge).within(ns)) else {
@@ -133,12 +130,8 @@ async fn decide(
         return Ok(Outcome::waiting(Phase::Invalid, invalid.reason, invalid.message));
     }
     let room = meeting::room(name, spec);
-    let siblings = cx.meetings.state();
-    let bookings: Vec<validate::Booking<'_>> = siblings
-        .iter()
-        .filter(|m| m.namespace().as_deref() == Some(ns) && m.spec.bridge == spec.bridge)
-        .map(|m| validate::Booking::of(m))
-        .collect();
+    let siblings = cx.meetings_of(ns, &spec.bridge);
+    let bookings: Vec<validate::Booking<'_>> = siblings.iter().map(|m| validate::Booking::of(m)).collect();
     let me = validate::Booking::of(meeting);
     if let Some(other) = validate::room_taken_by(&me, &bookings) {
         return Ok(Outcome::waiting(
@@ -201,7 +194,7 @@ async fn decide(
             }
         },
     };
-    let recorded = live.and_then(|l| credentials::recorded_window(l.annotations()));
+    let recorded = live.and_then(|l| l.window);
     let window = schedule::window(spec, now, recorded);
     let input = credentials::Input {
         domain: &bridge.spec.domain,
@@ -215,10 +208,10 @@ async fn decide(
         .ok_or(Error::MissingField("metadata.uid"))?;
     let secret = credentials::secret(credentials::meta(name, ns, owner), &input)
         .map_err(|e| Error::Build(format!("signing join tokens: {e}")))?;
-    let child = Child::new(&secret).map_err(|e| Error::Build(e.to_string()))?;
-    apply::apply(&cx.client, &child, live)
-        .await
-        .map_err(|e| Error::Apply(child.key(), e))?;
+    // The cache keeps a digest of the live Secret, not its links: write when they differ.
+    if live.map(|l| l.digest) != Some(credentials::digest(&secret)) {
+        super::put_secret_at(&cx.client, secret, live.map(|l| l.resource_version.clone().unwrap_or_default())).await?;
+    }
 
     // Standing rooms wake to renew their tokens; scheduled ones at their next phase.
     let renew = spec.end.is_none().then(|| window.renew_at());

@@ -2,6 +2,7 @@
 
 pub mod bridge;
 mod context;
+mod events;
 pub mod leader;
 pub mod meeting;
 pub mod status;
@@ -14,7 +15,7 @@ use kube::Client;
 use kube::runtime::controller::Action;
 use tokio::sync::watch as signal;
 
-pub use context::{Context, Kind, put_secret, secret_value};
+pub use context::{Context, Kind, put_secret, put_secret_at, secret_value};
 
 use crate::clock::Clock;
 use crate::conditions::Reason;
