@@ -1,8 +1,8 @@
 //! The operator's one HTTP server: `/healthz`, `/readyz` and `/metrics`, nothing else.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ pub const WATCH_FAILURE_BOUND: Duration = Duration::from_secs(60);
 
 /// A watch that has reported no error for this long is working again. A watch that recovers
 /// without a relist reports nothing, while a failing one reports an error at least every
-/// retry: at most the watch backoff's cap (5 s) plus the client's connect timeout (10 s).
+/// retry: at most the watch backoff's cap (2 s) plus the client's connect timeout (10 s).
 pub const WATCH_RECOVERED_AFTER: Duration = Duration::from_secs(20);
 
 /// What the probes report.
@@ -110,8 +110,7 @@ impl Health {
         let failing: Vec<String> = watches
             .iter()
             .filter(|(_, f)| {
-                now.duration_since(f.last) < WATCH_RECOVERED_AFTER
-                    && now.duration_since(f.since) > self.failure_bound
+                now.duration_since(f.last) < WATCH_RECOVERED_AFTER && now.duration_since(f.since) > self.failure_bound
             })
             .map(|(name, f)| format!("{name} for {} s", now.duration_since(f.since).as_secs()))
             .collect();
@@ -219,7 +218,10 @@ mod tests {
         let why = h.unhealthy_at(t0 + Duration::from_secs(66)).expect("unhealthy");
         assert!(why.contains("meetings for 66 s"), "{why}");
         // No error for a while: the watch resumed without a relist.
-        assert_eq!(h.unhealthy_at(t0 + Duration::from_secs(65) + WATCH_RECOVERED_AFTER), None);
+        assert_eq!(
+            h.unhealthy_at(t0 + Duration::from_secs(65) + WATCH_RECOVERED_AFTER),
+            None
+        );
         // Objects delivered: working at once.
         failing(&h, t0, t0 + Duration::from_secs(65));
         h.watch_worked("meetings");
@@ -238,10 +240,13 @@ mod tests {
             .last
             .checked_sub(WATCH_RECOVERED_AFTER + Duration::from_secs(1))
             .expect("the clock started long ago");
-        h.watches
-            .lock()
-            .expect("lock")
-            .insert("nodes", Failing { since: long_ago, last: long_ago });
+        h.watches.lock().expect("lock").insert(
+            "nodes",
+            Failing {
+                since: long_ago,
+                last: long_ago,
+            },
+        );
         h.watch_failed("nodes");
         let now = h.watches.lock().expect("lock")["nodes"];
         assert!(now.since > long_ago);

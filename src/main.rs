@@ -74,8 +74,9 @@ struct RunArgs {
     /// Test only: read "now" from this file (RFC 3339) instead of the system clock.
     #[arg(long, env = "CONCLAVE_CLOCK_FILE", hide = true)]
     clock_file: Option<PathBuf>,
-    /// Test only: how long a watch may fail before /healthz turns unhealthy (default 60s).
-    #[arg(long, env = "CONCLAVE_WATCH_FAILURE_BOUND", hide = true, value_parser = parse_bound)]
+    /// How long a watch may fail without a break before /healthz reports the operator
+    /// unhealthy, so that a liveness probe restarts it (default 60s).
+    #[arg(long, env = "CONCLAVE_WATCH_FAILURE_BOUND", value_parser = parse_bound)]
     watch_failure_bound: Option<std::time::Duration>,
 }
 
@@ -190,8 +191,7 @@ fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             .init(),
     }
     let health = Arc::new(Health::new(
-        args.watch_failure_bound
-            .unwrap_or(conclave::http::WATCH_FAILURE_BOUND),
+        args.watch_failure_bound.unwrap_or(conclave::http::WATCH_FAILURE_BOUND),
     ));
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(operate(args.http_address, options, health))

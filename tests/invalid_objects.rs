@@ -44,10 +44,14 @@ fn open_version(kind: &str, plural: &str) -> ApiResource {
 async fn write_unchecked(api: &Api<DynamicObject>, object: serde_json::Value) {
     let obj: DynamicObject = serde_json::from_value(object).expect("object");
     let name = obj.metadata.name.clone().expect("name");
-    wait_for(&format!("writing {name} through v1alpha2"), Duration::from_secs(60), || async {
-        let pp = PatchParams::apply("test").force();
-        api.patch(&name, &pp, &Patch::Apply(&obj)).await.ok().map(|_| ())
-    })
+    wait_for(
+        &format!("writing {name} through v1alpha2"),
+        Duration::from_secs(60),
+        || async {
+            let pp = PatchParams::apply("test").force();
+            api.patch(&name, &pp, &Patch::Apply(&obj)).await.ok().map(|_| ())
+        },
+    )
     .await;
 }
 
@@ -68,10 +72,14 @@ async fn wait_invalid(port: u16, kind: &str, want: f64) {
 }
 
 async fn wait_links(meetings: &Api<Meeting>, name: &str) {
-    wait_for(&format!("Meeting {name} with links"), Duration::from_secs(90), || async {
-        let m = meetings.get(name).await.ok()?;
-        m.status?.credentials_secret.map(|_| ())
-    })
+    wait_for(
+        &format!("Meeting {name} with links"),
+        Duration::from_secs(90),
+        || async {
+            let m = meetings.get(name).await.ok()?;
+            m.status?.credentials_secret.map(|_| ())
+        },
+    )
     .await;
 }
 
@@ -140,19 +148,32 @@ async fn objects_that_do_not_deserialize_are_reported_and_skipped() {
                 .into_iter()
                 .filter(|e| e.reason.as_deref() == Some("InvalidObject") && e.type_.as_deref() == Some("Warning"))
                 .filter(|e| {
-                    e.regarding.as_ref().is_some_and(|r| {
-                        r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some("broken")
-                    })
+                    e.regarding
+                        .as_ref()
+                        .is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some("broken"))
                 })
                 .find_map(|e| e.note)
         }
     };
-    let note = wait_for("an InvalidObject Event on Meeting broken", Duration::from_secs(30), || notes("Meeting")).await;
+    let note = wait_for(
+        "an InvalidObject Event on Meeting broken",
+        Duration::from_secs(30),
+        || notes("Meeting"),
+    )
+    .await;
     assert!(note.contains("spec.participants"), "{note}");
-    let bridge_note = wait_for("an InvalidObject Event on Bridge broken", Duration::from_secs(30), || notes("Bridge")).await;
+    let bridge_note = wait_for(
+        "an InvalidObject Event on Bridge broken",
+        Duration::from_secs(30),
+        || notes("Bridge"),
+    )
+    .await;
     assert!(bridge_note.contains("spec.sfu"), "{bridge_note}");
     for text in operator.log().iter().chain([&note]) {
-        assert!(!text.contains("alice-private"), "a value of the bad object leaked: {text}");
+        assert!(
+            !text.contains("alice-private"),
+            "a value of the bad object leaked: {text}"
+        );
     }
     assert!(
         operator.log_count(&["does not match its schema", "broken"]) >= 2,

@@ -29,8 +29,14 @@ async fn smoke_size_meets_the_targets_scaled_down() {
         fig.unchanged_requests, 0,
         "reconciles of unchanged objects make no API request"
     );
-    assert_eq!(fig.restart_writes, 0, "a restart with everything in place writes nothing");
-    assert!(fig.restart_all_reconciled.is_some(), "every object is reconciled after a restart");
+    assert_eq!(
+        fig.restart_writes, 0,
+        "a restart with everything in place writes nothing"
+    );
+    assert!(
+        fig.restart_all_reconciled.is_some(),
+        "every object is reconciled after a restart"
+    );
     let watches: Vec<(&str, usize)> = fig.watches.iter().map(|(r, n)| (r.as_str(), *n)).collect();
     for (resource, want) in [("bridges", 1), ("meetings", 1), ("secrets", 2), ("nodes", 1)] {
         let n = watches.iter().find(|(r, _)| *r == resource).map_or(0, |(_, n)| *n);

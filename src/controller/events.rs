@@ -9,9 +9,9 @@
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::events::EventType;
-use kube::Client;
 
 /// `reportingController` of every Event.
 pub const CONTROLLER: &str = "conclave";
@@ -33,11 +33,25 @@ impl Events {
     }
 
     /// Publishes one Event about `regarding`. Best effort: a failure is logged, never returned.
-    pub async fn publish(&self, regarding: &ObjectReference, type_: EventType, reason: &str, action: &str, note: String) {
+    pub async fn publish(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let namespace = regarding.namespace.clone().unwrap_or_else(|| "default".into());
         let event = Event {
             metadata: ObjectMeta {
-                generate_name: Some(format!("{}.", regarding.name.as_deref().unwrap_or(CONTROLLER))),
+                // Named like kube's own recorder names them (`generateName` would refuse the
+                // trailing dot): the object's name and a unique suffix.
+                name: Some(format!(
+                    "{}.{:x}{:08x}",
+                    regarding.name.as_deref().unwrap_or(CONTROLLER),
+                    k8s_openapi::jiff::Timestamp::now().as_nanosecond(),
+                    rand::random::<u32>()
+                )),
                 namespace: Some(namespace.clone()),
                 ..ObjectMeta::default()
             },

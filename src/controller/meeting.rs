@@ -210,7 +210,12 @@ async fn decide(
         .map_err(|e| Error::Build(format!("signing join tokens: {e}")))?;
     // The cache keeps a digest of the live Secret, not its links: write when they differ.
     if live.map(|l| l.digest) != Some(credentials::digest(&secret)) {
-        super::put_secret_at(&cx.client, secret, live.map(|l| l.resource_version.clone().unwrap_or_default())).await?;
+        super::put_secret_at(
+            &cx.client,
+            secret,
+            live.map(|l| l.resource_version.clone().unwrap_or_default()),
+        )
+        .await?;
     }
 
     // Standing rooms wake to renew their tokens; scheduled ones at their next phase.

@@ -130,7 +130,10 @@ impl Figures {
             .collect::<Vec<_>>()
             .join(", ");
         let rows = [
-            (format!("operator resident memory, {b} Bridges and no Meetings"), mib(self.rss_bridges_only)),
+            (
+                format!("operator resident memory, {b} Bridges and no Meetings"),
+                mib(self.rss_bridges_only),
+            ),
             (
                 format!("operator resident memory at {} / {m} Meetings", sizes.first_wave),
                 format!("{} / {}", mib(self.rss_first_wave), mib(self.rss_all)),
@@ -139,19 +142,31 @@ impl Figures {
                 "memory per additional Meeting (slope)".into(),
                 format!("{:.2} KiB", self.bytes_per_meeting(sizes) / 1024.0),
             ),
-            (format!("operator peak resident memory, {b} Bridges + {m} Meetings"), mib(self.peak_rss)),
+            (
+                format!("operator peak resident memory, {b} Bridges + {m} Meetings"),
+                mib(self.peak_rss),
+            ),
             (
                 "same, after a restart with everything in place (now / peak)".into(),
                 format!("{} / {}", mib(self.rss_restarted), mib(self.peak_rss_restarted)),
             ),
-            (format!("{b} Bridges Ready after their creation"), secs(self.bridges_ready)),
+            (
+                format!("{b} Bridges Ready after their creation"),
+                secs(self.bridges_ready),
+            ),
             (
                 format!("links for all {m} Meetings after the first create (creates took)"),
                 format!("{} ({})", secs(self.links_after_first_create), secs(self.creates)),
             ),
-            ("links for all after the last create".into(), secs(self.links_after_last_create)),
             (
-                format!("{} Meetings created at once: create → status.credentialsSecret", sizes.burst),
+                "links for all after the last create".into(),
+                secs(self.links_after_last_create),
+            ),
+            (
+                format!(
+                    "{} Meetings created at once: create → status.credentialsSecret",
+                    sizes.burst
+                ),
                 format!("p50 {}, p99 {}", ms(self.burst_p50), ms(self.burst_p99)),
             ),
             (
@@ -179,12 +194,16 @@ impl Figures {
                 format!(
                     "{}, {}, {}",
                     secs(self.restart_ready),
-                    self.restart_all_reconciled.map_or("not within the deadline".into(), secs),
+                    self.restart_all_reconciled
+                        .map_or("not within the deadline".into(), secs),
                     self.restart_writes
                 ),
             ),
             ("watches opened".into(), watches),
-            ("kube-apiserver peak resident memory".into(), mib(self.apiserver_peak_rss)),
+            (
+                "kube-apiserver peak resident memory".into(),
+                mib(self.apiserver_peak_rss),
+            ),
             ("machine load (uptime) at the end".into(), self.load.clone()),
         ];
         let mut out = String::from("| figure | measured |\n|---|---|\n");
@@ -388,9 +407,7 @@ pub async fn run(sizes: &Sizes, bin: &Path, log: impl Fn(&str)) -> Figures {
     fig.links_after_last_create = done.saturating_duration_since(last_create);
     settle(port, Duration::from_secs(3), Duration::from_secs(600)).await;
     let after = probe::reconciles(port);
-    let delta = |kind: &str| {
-        after.get(kind).copied().unwrap_or(0) - before.get(kind).copied().unwrap_or(0)
-    };
+    let delta = |kind: &str| after.get(kind).copied().unwrap_or(0) - before.get(kind).copied().unwrap_or(0);
     let second_wave = (sizes.meetings - sizes.first_wave).max(1) as f64;
     fig.meeting_reconciles_per_meeting = delta("Meeting") as f64 / second_wave;
     fig.bridge_reconciles_per_meeting = delta("Bridge") as f64 / second_wave;
@@ -480,8 +497,7 @@ pub async fn run(sizes: &Sizes, bin: &Path, log: impl Fn(&str)) -> Figures {
     }
     fig.watches = watches.into_iter().collect();
     (fig.rss_restarted, fig.peak_rss_restarted) = probe::memory(restarted.pid());
-    fig.apiserver_peak_rss = probe::component_pid(&cp.pids(), "kube-apiserver")
-        .map_or(0, |p| probe::memory(p).1);
+    fig.apiserver_peak_rss = probe::component_pid(&cp.pids(), "kube-apiserver").map_or(0, |p| probe::memory(p).1);
     fig.load = uptime();
     let _ = http_get(port, "/healthz");
     log("restart measured");
@@ -489,11 +505,9 @@ pub async fn run(sizes: &Sizes, bin: &Path, log: impl Fn(&str)) -> Figures {
 }
 
 fn is_ready(b: &Bridge) -> bool {
-    b.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-    })
+    b.status
+        .as_ref()
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// The operator binary cargo built with the benchmark or test (release for `cargo bench`,

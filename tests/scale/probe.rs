@@ -31,9 +31,10 @@ pub fn memory(pid: u32) -> (u64, u64) {
 
 /// The pid of a control-plane component by its command name.
 pub fn component_pid(pids: &[u32], comm: &str) -> Option<u32> {
-    pids.iter().rev().copied().find(|pid| {
-        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
-    })
+    pids.iter()
+        .rev()
+        .copied()
+        .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm))
 }
 
 /// One request of the audited user.

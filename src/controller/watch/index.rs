@@ -233,8 +233,20 @@ mod tests {
     #[test]
     fn meetings_are_found_by_bridge_and_by_overlap() {
         let h = Hosted::default();
-        let a = meeting("a", "b1", Some("2030-01-01T10:00:00Z"), Some("2030-01-01T11:00:00Z"), None);
-        let b = meeting("b", "b1", Some("2030-01-01T11:10:00Z"), Some("2030-01-01T12:00:00Z"), None);
+        let a = meeting(
+            "a",
+            "b1",
+            Some("2030-01-01T10:00:00Z"),
+            Some("2030-01-01T11:00:00Z"),
+            None,
+        );
+        let b = meeting(
+            "b",
+            "b1",
+            Some("2030-01-01T11:10:00Z"),
+            Some("2030-01-01T12:00:00Z"),
+            None,
+        );
         let c = meeting("c", "b2", None, None, None);
         for m in [&a, &b, &c] {
             h.update(None, Some(m));
@@ -248,10 +260,7 @@ mod tests {
             vec!["a", "b"]
         );
         // A standing room overlaps everything.
-        assert_eq!(
-            h.overlapping("ns", "b2", &span, chrono::Duration::zero()),
-            vec!["c"]
-        );
+        assert_eq!(h.overlapping("ns", "b2", &span, chrono::Duration::zero()), vec!["c"]);
         h.update(Some(&a), None);
         assert_eq!(h.names("ns", "b1"), vec!["b"]);
         h.retain(|_, name| name != "c");

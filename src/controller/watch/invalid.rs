@@ -74,10 +74,13 @@ impl InvalidObjects {
             .entries
             .get(&key)
             .is_some_and(|e| e.resource_version == resource_version);
-        state.entries.insert(key, Entry {
-            resource_version,
-            epoch,
-        });
+        state.entries.insert(
+            key,
+            Entry {
+                resource_version,
+                epoch,
+            },
+        );
         self.metrics.set_invalid_objects(kind, state.count(kind));
         drop(state);
         if known {

@@ -26,11 +26,11 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use futures::channel::mpsc;
 use k8s_openapi::api::core::v1::{Node, Secret};
+use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta, TypeMeta};
 use kube::runtime::controller::Config;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::{Controller, watcher};
-use kube::Client;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -155,9 +155,9 @@ impl Feeds {
     {
         self.synced.expect();
         let (triggers, health, synced) = (self.triggers.clone(), self.health.clone(), self.synced.clone());
-        self.tasks.0.push(tokio::spawn(feed::drive(
-            name, events, sink, triggers, health, synced,
-        )));
+        self.tasks
+            .0
+            .push(tokio::spawn(feed::drive(name, events, sink, triggers, health, synced)));
     }
 }
 

@@ -148,11 +148,15 @@ pub(super) fn child(kind: Kind, hosted: Arc<Hosted>) -> Hook<DynamicObject> {
         let Some(bridge) = owner(any) else { return };
         out.push(Trigger::Bridge(bridge.clone()));
         let generated_secret = kind == Kind::Secret
-            && any.labels().get(labels::COMPONENT).map(String::as_str)
-                == Some(labels::Component::Secrets.as_str())
+            && any.labels().get(labels::COMPONENT).map(String::as_str) == Some(labels::Component::Secrets.as_str())
             && any.name_any() == labels::child_name(&bridge.name, generated::SUFFIX);
         if generated_secret && old.map(|o| o.data.get("data")) != new.map(|n| n.data.get("data")) {
-            meetings_on(&hosted, bridge.namespace.as_deref().unwrap_or_default(), &bridge.name, out);
+            meetings_on(
+                &hosted,
+                bridge.namespace.as_deref().unwrap_or_default(),
+                &bridge.name,
+                out,
+            );
         }
     })
 }

@@ -141,7 +141,9 @@ fn owned_by_meeting(s: &Secret) -> bool {
 
 /// A Bridge's Secret as the Bridge's cache holds it (few and small: converting is cheap).
 fn dynamic(s: Secret) -> Option<DynamicObject> {
-    serde_json::to_value(s).ok().and_then(|v| serde_json::from_value(v).ok())
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
 }
 
 impl Sink<Secret> for OwnedSink {

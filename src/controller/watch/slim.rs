@@ -99,7 +99,10 @@ mod tests {
         node(&mut a);
         let status = a.status.as_ref().expect("status");
         assert!(status.images.is_none() && status.node_info.is_none());
-        assert_eq!(crate::bridge::placement::external_ip(&a).as_deref(), Some("203.0.113.1"));
+        assert_eq!(
+            crate::bridge::placement::external_ip(&a).as_deref(),
+            Some("203.0.113.1")
+        );
         assert_eq!(a.spec.as_ref().and_then(|s| s.unschedulable), Some(true));
         assert!(a.metadata.annotations.is_none() && a.metadata.managed_fields.is_none());
         let mut b = full("2030-01-01T00:01:00Z");
