@@ -52,6 +52,9 @@ struct Flags {
     byo_tls_every: Option<usize>,
     #[arg(long)]
     sfu_max_replicas: Option<i32>,
+    /// Every n-th Meeting is running already (reserves capacity at once); 0: none.
+    #[arg(long)]
+    running_every: Option<usize>,
     /// The operator binary to measure; default: the release build cargo made for the benchmark.
     #[arg(long)]
     operator: Option<std::path::PathBuf>,
@@ -83,6 +86,7 @@ fn main() {
     sizes.idle = f.idle.map_or(sizes.idle, Duration::from_secs);
     sizes.byo_tls_every = f.byo_tls_every.unwrap_or(sizes.byo_tls_every);
     sizes.sfu_max_replicas = f.sfu_max_replicas.unwrap_or(sizes.sfu_max_replicas);
+    sizes.running_every = f.running_every.unwrap_or(sizes.running_every);
     let bin = f.operator.unwrap_or_else(|| harness::operator_binary().to_path_buf());
     eprintln!("operator under test: {}", bin.display());
     let runtime = tokio::runtime::Builder::new_multi_thread()

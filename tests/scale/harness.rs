@@ -40,6 +40,11 @@ pub struct Sizes {
     /// Every n-th Bridge brings its own TLS Secret (the others use Conclave's CA); 0: none.
     pub byo_tls_every: usize,
     pub sfu_max_replicas: i32,
+    /// Every n-th Meeting of each Bridge is running already (began 10 minutes ago, ends in 3
+    /// hours, so it overlaps none of the scheduled ones and nothing is due during a run): it
+    /// reserves capacity on its Bridge at once, so each changes the Bridge's status and may grow
+    /// its pool, which is what used to re-reconcile every Meeting on the Bridge. 0: none.
+    pub running_every: usize,
 }
 
 impl Sizes {
@@ -58,6 +63,7 @@ impl Sizes {
             idle: Duration::from_secs(60),
             byo_tls_every: 10,
             sfu_max_replicas: 2,
+            running_every: 10,
         }
     }
 
@@ -251,10 +257,20 @@ fn bridge(i: usize, sizes: &Sizes) -> Bridge {
 }
 
 /// Meeting `i`: on Bridge `i mod bridges`, an hour long, starting at a spread but repeatable
-/// time between tomorrow and `days` from now (so nothing is due while the benchmark runs).
+/// time between tomorrow and `days` from now (so nothing is due while the benchmark runs), or
+/// running already (every `running_every`-th).
 fn meeting(i: usize, sizes: &Sizes) -> Meeting {
     let minutes = (i as i64).wrapping_mul(7919) % ((sizes.days - 1).max(1) * 24 * 60);
-    let start = Utc::now() + chrono::Duration::days(1) + chrono::Duration::minutes(minutes);
+    // Counted per Bridge, so that every Bridge gets its share.
+    let (start, end) = if sizes.running_every > 0 && (i / sizes.bridges.max(1)) % sizes.running_every == 0 {
+        (
+            Utc::now() - chrono::Duration::minutes(10),
+            Utc::now() + chrono::Duration::hours(3),
+        )
+    } else {
+        let start = Utc::now() + chrono::Duration::days(1) + chrono::Duration::minutes(minutes);
+        (start, start + chrono::Duration::hours(1))
+    };
     let participants: Vec<_> = (0..sizes.participants)
         .map(|p| json!({"name": format!("p{p}"), "moderator": p == 0}))
         .collect();
@@ -262,7 +278,7 @@ fn meeting(i: usize, sizes: &Sizes) -> Meeting {
         "apiVersion": "conclave.dev/v1alpha1", "kind": "Meeting",
         "metadata": {"name": format!("m{i:05}"), "namespace": NS},
         "spec": {"bridge": format!("b{}", i % sizes.bridges), "start": start,
-                 "end": start + chrono::Duration::hours(1),
+                 "end": end,
                  "maxParticipants": sizes.max_participants, "participants": participants},
     }))
     .expect("meeting")
