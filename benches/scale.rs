@@ -3,7 +3,6 @@
 //! parallel and prints one table (see the README's "Performance" section).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 #[path = "../tests/scale/harness.rs"]
 mod harness;

@@ -92,6 +92,9 @@ impl Kind {
     }
 }
 
+/// TLS Secrets Bridges bring, by `(namespace, name)`: the resourceVersion read and the Secret.
+pub(super) type TlsSecrets = HashMap<(String, String), (String, Arc<Secret>)>;
+
 /// What every reconcile shares: the client and the caches.
 pub struct Context {
     pub client: Client,
@@ -106,7 +109,7 @@ pub struct Context {
     /// Meetings by Bridge, credentials Secrets as digests, other Secrets' versions.
     pub(super) indexes: Indexes,
     /// TLS Secrets Bridges bring, as last read, with the resourceVersion read.
-    pub(super) tls: Mutex<HashMap<(String, String), (String, Arc<Secret>)>>,
+    pub(super) tls: Mutex<TlsSecrets>,
     pub metrics: Arc<Metrics>,
     pub(super) synced: Synced,
     pub(super) events: Events,
@@ -195,7 +198,7 @@ impl Context {
         Ok(Some(secret))
     }
 
-    fn lock_tls(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), (String, Arc<Secret>)>> {
+    fn lock_tls(&self) -> std::sync::MutexGuard<'_, TlsSecrets> {
         self.tls.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -262,7 +262,7 @@ fn bridge(i: usize, sizes: &Sizes) -> Bridge {
 fn meeting(i: usize, sizes: &Sizes) -> Meeting {
     let minutes = (i as i64).wrapping_mul(7919) % ((sizes.days - 1).max(1) * 24 * 60);
     // Counted per Bridge, so that every Bridge gets its share.
-    let (start, end) = if sizes.running_every > 0 && (i / sizes.bridges.max(1)) % sizes.running_every == 0 {
+    let (start, end) = if sizes.running_every > 0 && (i / sizes.bridges.max(1)).is_multiple_of(sizes.running_every) {
         (
             Utc::now() - chrono::Duration::minutes(10),
             Utc::now() + chrono::Duration::hours(3),

@@ -165,7 +165,7 @@ where
         let obj = obj.into_lenient();
         let metadata = match &obj {
             Lenient::Valid(k) => k.meta().clone(),
-            Lenient::Invalid { metadata, .. } => metadata.clone(),
+            Lenient::Invalid { metadata, .. } => (**metadata).clone(),
         };
         self.invalid.forget(self.kind, &metadata);
         let key = self.key(&metadata);

@@ -19,7 +19,8 @@ use serde_json::Value;
 #[derive(Clone, Debug)]
 pub enum Lenient<K> {
     Valid(K),
-    Invalid { metadata: ObjectMeta, error: Arc<str> },
+    /// Boxed: a valid object is the common case and should not pay for the metadata's size.
+    Invalid { metadata: Box<ObjectMeta>, error: Arc<str> },
 }
 
 impl<'de, K: DeserializeOwned> Deserialize<'de> for Lenient<K> {
@@ -30,8 +31,8 @@ impl<'de, K: DeserializeOwned> Deserialize<'de> for Lenient<K> {
             Ok(valid) => Ok(Lenient::Valid(valid)),
             Err(_) => {
                 let metadata = match tree.get("metadata") {
-                    Some(m) => ObjectMeta::deserialize(m).map_err(D::Error::custom)?,
-                    None => ObjectMeta::default(),
+                    Some(m) => Box::new(ObjectMeta::deserialize(m).map_err(D::Error::custom)?),
+                    None => Box::default(),
                 };
                 Ok(Lenient::Invalid {
                     metadata,
