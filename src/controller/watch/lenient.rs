@@ -20,7 +20,10 @@ use serde_json::Value;
 pub enum Lenient<K> {
     Valid(K),
     /// Boxed: a valid object is the common case and should not pay for the metadata's size.
-    Invalid { metadata: Box<ObjectMeta>, error: Arc<str> },
+    Invalid {
+        metadata: Box<ObjectMeta>,
+        error: Arc<str>,
+    },
 }
 
 impl<'de, K: DeserializeOwned> Deserialize<'de> for Lenient<K> {
