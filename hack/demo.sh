@@ -42,7 +42,7 @@ echo $! >"$state/operator.pid"
 
 echo "==> applying examples/"
 "${kubectl[@]}" apply --server-side -f examples/
-"${kubectl[@]}" wait --for=jsonpath='{.status.observedGeneration}'=1 --timeout=60s bridge/meet bridge/conference
+"${kubectl[@]}" wait --for=jsonpath='{.status.observedGeneration}'=1 --timeout=60s bridge/meet bridge/conference bridge/live
 
 echo "==> waiting for Bridge meet to be Ready (its certificate comes from Conclave's own CA)"
 "${kubectl[@]}" wait --for=condition=Ready --timeout=180s bridge/meet
@@ -61,6 +61,15 @@ for key in $("${kubectl[@]}" get secret team-room-credentials -o go-template='{{
 done
 echo "==> Meeting weekly-sync is Scheduled for 2030; its links exist already, valid from 10 minutes before the start:"
 "${kubectl[@]}" get secret weekly-sync-credentials -o go-template='{{range $k, $v := .data}}  {{$k}}{{"\n"}}{{end}}'
+echo "==> waiting for the LiveKit Bridge live to be Ready"
+"${kubectl[@]}" wait --for=condition=Ready --timeout=180s bridge/live
+"${kubectl[@]}" wait --for=jsonpath='{.status.phase}'=Scheduled --timeout=60s meeting/design-review
+echo "==> join links of the LiveKit Meeting design-review: the token in the query, the room's E2EE passphrase in the fragment"
+for key in $("${kubectl[@]}" get secret design-review-credentials -o go-template='{{range $k, $v := .data}}{{$k}} {{end}}'); do
+  printf '  %-8s %s\n' "$key" "$("${kubectl[@]}" get secret design-review-credentials -o "jsonpath={.data.$key}" | base64 -d)"
+done
+echo "==> what the operator made for the LiveKit Bridge live"
+"${kubectl[@]}" get deploy,sts,svc,cm -l app.kubernetes.io/instance=live
 echo "==> what 'conclave render' shows a reviewer for examples/bridge.yaml (first lines)"
 target/debug/conclave render -f examples/bridge.yaml -f examples/meeting.yaml | head -20
 

@@ -44,8 +44,13 @@ named! {
         TurnReady = "TURNReady",
         /// Bridge: the API server refused a child.
         ChildrenApplied = "ChildrenApplied",
+        /// The last reconcile ran to the end; `False` with the error's kind as the reason.
+        Reconciled = "Reconciled",
         /// Meeting: its Bridge can hold it.
         CapacityReserved = "CapacityReserved",
+        /// Meeting with E2EE `Required`: the room stays below the size from which its engine's
+        /// clients stop offering E2EE.
+        E2eeAvailable = "E2EEAvailable",
     }
 }
 
@@ -61,6 +66,7 @@ named! {
         Disabled = "Disabled",
         InvalidSpec = "InvalidSpec",
         AwaitingAddress = "AwaitingAddress",
+        AddressNotIp = "AddressNotIP",
         PortInUse = "PortInUse",
         ChildRefused = "ChildRefused",
         CertManagerMissing = "CertManagerMissing",
@@ -76,16 +82,27 @@ named! {
         Ended = "Ended",
         E2eeWeakerThanBridge = "E2EEWeakerThanBridge",
         RoomInUse = "RoomInUse",
+        UnsupportedByEngine = "UnsupportedByEngine",
         ExceedsBridgeCapacity = "ExceedsBridgeCapacity",
         Overbooked = "Overbooked",
         Planned = "Planned",
         Reserved = "Reserved",
+        WithinE2eeLimit = "WithinE2EELimit",
+        AboveE2eeLimit = "AboveE2EELimit",
         MissingField = "MissingField",
         BuildFailed = "BuildFailed",
         ApplyFailed = "ApplyFailed",
         ReadFailed = "ReadFailed",
         StaleCache = "StaleCache",
         CaFailed = "CAFailed",
+        /// The last reconcile ran to the end.
+        Succeeded = "Succeeded",
+        /// RBAC (or an admission plugin) forbids the operator a request.
+        Forbidden = "Forbidden",
+        /// A ResourceQuota refused a child.
+        QuotaExceeded = "QuotaExceeded",
+        /// An object Conclave does not control holds a child's name.
+        ChildConflict = "ChildConflict",
     }
 }
 
@@ -107,6 +124,10 @@ impl Reason {
                 | Reason::SecretMalformed
                 | Reason::CertManagerMissing
                 | Reason::AwaitingAddress
+                | Reason::AddressNotIp
+                | Reason::Forbidden
+                | Reason::QuotaExceeded
+                | Reason::ChildConflict
         )
     }
 }
@@ -120,6 +141,14 @@ pub fn condition(type_: Type, ok: bool, reason: Reason, message: &str, generatio
         message: message.into(),
         observed_generation: generation,
         last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+    }
+}
+
+/// Puts `c` in place of the condition of its type, or appends it.
+pub fn set(conditions: &mut Vec<Condition>, c: Condition) {
+    match conditions.iter_mut().find(|o| o.type_ == c.type_) {
+        Some(old) => *old = c,
+        None => conditions.push(c),
     }
 }
 

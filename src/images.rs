@@ -5,6 +5,10 @@
 pub const JITSI_TAG: &str = "stable-11146-2";
 /// coturn release.
 pub const COTURN_TAG: &str = "4.17.2";
+/// livekit-server release; the conference test runs this version, built from the Go module proxy.
+pub const LIVEKIT_TAG: &str = "v1.13.5";
+/// Redis release (the last BSD-licensed line) for LiveKit's room routing.
+pub const REDIS_TAG: &str = "7.2.7-alpine";
 
 fn jitsi(name: &str) -> String {
     format!("ghcr.io/jitsi/{name}:{JITSI_TAG}")
@@ -35,6 +39,22 @@ pub fn coturn() -> String {
     format!("docker.io/coturn/coturn:{COTURN_TAG}")
 }
 
+/// livekit-server.
+pub fn livekit() -> String {
+    format!("docker.io/livekit/livekit-server:{LIVEKIT_TAG}")
+}
+
+/// Redis.
+pub fn redis() -> String {
+    format!("docker.io/library/redis:{REDIS_TAG}")
+}
+
+/// This operator's own image, which also serves LiveKit join pages; the same version as the
+/// operator, as the Helm chart's `appVersion` and `deploy/` pin it.
+pub fn conclave() -> String {
+    format!("ghcr.io/conclave-dev/conclave:{}", env!("CARGO_PKG_VERSION"))
+}
+
 /// The images a Bridge runs, after overrides.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolved {
@@ -43,4 +63,7 @@ pub struct Resolved {
     pub jicofo: String,
     pub jvb: String,
     pub coturn: String,
+    pub livekit: String,
+    pub redis: String,
+    pub conclave: String,
 }

@@ -30,6 +30,8 @@ pub enum Component {
     Turn,
     Network,
     Credentials,
+    Redis,
+    E2eeKey,
 }
 
 impl Component {
@@ -44,6 +46,8 @@ impl Component {
             Component::Turn => "turn",
             Component::Network => "network",
             Component::Credentials => "credentials",
+            Component::Redis => "redis",
+            Component::E2eeKey => "e2ee-key",
         }
     }
 }

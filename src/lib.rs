@@ -17,3 +17,4 @@ pub mod meeting;
 pub mod metrics;
 pub mod render;
 pub mod turn;
+pub mod web;

@@ -46,7 +46,102 @@ enum Command {
         /// the pool's minimum, so output does not depend on when it is rendered.
         #[arg(long)]
         at: Option<chrono::DateTime<chrono::Utc>>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
+    /// Serve a LiveKit Bridge's join page: the page's files, its settings, the guest exchange,
+    /// and the SFU's rooms kept equal to the operator's list of open rooms.
+    Web(WebArgs),
+}
+
+#[derive(clap::Args)]
+struct WebArgs {
+    /// Address to listen on (the page, `/healthz` and `/readyz`).
+    #[arg(long, env = "CONCLAVE_WEB_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// The LiveKit signalling URL the page connects to (`wss://<domain>`); the Content-Security-
+    /// Policy allows it and its https form, and nothing else besides the page's own origin.
+    #[arg(long, env = "CONCLAVE_LIVEKIT_URL")]
+    livekit_url: String,
+    /// LiveKit's HTTP API as this server reaches it (in a cluster: the SFU Service); default:
+    /// the http(s) form of --livekit-url.
+    #[arg(long, env = "CONCLAVE_LIVEKIT_API_URL")]
+    livekit_api_url: Option<String>,
+    /// Directory of the built page (`web/` in the repository, built by npm).
+    #[arg(long, env = "CONCLAVE_WEB_STATIC_DIR", default_value = conclave::web::DEFAULT_STATIC_DIR)]
+    static_dir: PathBuf,
+    /// The operator's list of open rooms (`{"rooms":[{"name":..,"maxParticipants":..}]}`); the
+    /// SFU's rooms are created and deleted to match it. Without it rooms are left alone.
+    #[arg(long, env = "CONCLAVE_ROOMS_FILE")]
+    rooms_file: Option<PathBuf>,
+    /// How often the rooms file is re-read and the SFU's rooms checked (e.g. `10s`, `500ms`).
+    #[arg(long, env = "CONCLAVE_ROOMS_INTERVAL", default_value = "10s", value_parser = parse_interval)]
+    rooms_interval: std::time::Duration,
+    /// The Bridge's LiveKit API key. The secret comes from LIVEKIT_API_SECRET only (never a
+    /// flag, which other users could read in the process list).
+    #[arg(long = "api-key", env = "LIVEKIT_API_KEY")]
+    api_key: String,
+    #[arg(long, env = "CONCLAVE_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+/// `<n>s` or `<n>ms`, at least 100ms.
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = if let Some(ms) = s.strip_suffix("ms") {
+        ms.parse().map(std::time::Duration::from_millis)
+    } else if let Some(secs) = s.strip_suffix('s') {
+        secs.parse().map(std::time::Duration::from_secs)
+    } else {
+        return Err(format!("{s:?}: give a number with s or ms"));
+    }
+    .map_err(|e| format!("{s:?}: {e}"))?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err(format!("{s:?}: at least 100ms"));
+    }
+    Ok(d)
+}
+
+/// The cluster the Bridges run in; `run` and `render` take the same flags, so a review shows
+/// what the operator deploys.
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// The cluster's DNS domain (the kubelet's --cluster-domain). Bridge components reach each
+    /// other by fully-qualified Service names in it.
+    #[arg(long, env = "CONCLAVE_CLUSTER_DOMAIN", default_value = conclave::bridge::context::DEFAULT_CLUSTER_DOMAIN, value_parser = cluster_domain)]
+    cluster_domain: String,
+    /// Pods have IPv6 (IPv6-only or IPv6-first dual-stack clusters): the Jitsi web server and
+    /// prosody listen on IPv6 as well. Off (default): IPv4 only, which also starts on nodes whose
+    /// kernel has IPv6 disabled.
+    #[arg(long, env = "CONCLAVE_IPV6")]
+    ipv6: bool,
+}
+
+impl ClusterArgs {
+    fn cluster(&self) -> conclave::bridge::context::Cluster {
+        conclave::bridge::context::Cluster {
+            domain: self.cluster_domain.clone(),
+            ipv6: self.ipv6,
+        }
+    }
+}
+
+/// A DNS domain such as `cluster.local`: lowercase labels of letters, digits and '-'; a
+/// trailing dot is dropped.
+fn cluster_domain(s: &str) -> Result<String, String> {
+    let d = s.strip_suffix('.').unwrap_or(s);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if d.len() <= 253 && d.split('.').all(label_ok) {
+        Ok(d.to_string())
+    } else {
+        Err(format!("{s:?} is not a DNS domain such as cluster.local"))
+    }
 }
 
 #[derive(clap::Args)]
@@ -71,6 +166,8 @@ struct RunArgs {
     /// Name of the Lease; replicas with the same name and namespace elect one leader.
     #[arg(long, env = "CONCLAVE_LEASE_NAME", default_value = "conclave-operator")]
     lease_name: String,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Test only: read "now" from this file (RFC 3339) instead of the system clock.
     #[arg(long, env = "CONCLAVE_CLOCK_FILE", hide = true)]
     clock_file: Option<PathBuf>,
@@ -102,7 +199,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds { out_dir } => crds(out_dir),
         Command::Run(args) => run(args),
-        Command::Render { files, namespace, at } => render(&files, &namespace, at),
+        Command::Render {
+            files,
+            namespace,
+            at,
+            cluster,
+        } => render(&files, &namespace, at, &cluster.cluster()),
+        Command::Web(args) => web(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -117,6 +220,7 @@ fn render(
     files: &[PathBuf],
     namespace: &str,
     at: Option<chrono::DateTime<chrono::Utc>>,
+    cluster: &conclave::bridge::context::Cluster,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut docs = Vec::new();
     for f in files {
@@ -128,7 +232,7 @@ fn render(
         docs.push(text);
     }
     // Each file is its own YAML stream; joined as documents they render in the order given.
-    let out = conclave::render::render(&docs.join("\n---\n"), namespace, at)?;
+    let out = conclave::render::render(&docs.join("\n---\n"), namespace, at, cluster)?;
     // The operator creates these objects; applying them by hand would plant placeholder
     // secret values, hence the warning on top of the stream.
     print!(
@@ -173,28 +277,59 @@ fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let options = Options {
         watch_namespace: Some(args.watch_namespace).filter(|ns| !ns.is_empty()),
         lease,
+        cluster: args.cluster.cluster(),
         clock: args.clock_file.map_or(Clock::System, Clock::File),
     };
 
+    init_logging(args.log_format);
+    let health = Arc::new(Health::new(
+        args.watch_failure_bound.unwrap_or(conclave::http::WATCH_FAILURE_BOUND),
+    ));
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(operate(args.http_address, options, health))
+}
+
+fn init_logging(format: Option<LogFormat>) {
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match args
-        .log_format
-        .unwrap_or(if in_cluster { LogFormat::Json } else { LogFormat::Text })
-    {
+    match format.unwrap_or(if in_cluster { LogFormat::Json } else { LogFormat::Text }) {
         LogFormat::Json => builder.json().init(),
         // Colours only on a terminal: piped logs stay greppable.
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
             .init(),
     }
-    let health = Arc::new(Health::new(
-        args.watch_failure_bound.unwrap_or(conclave::http::WATCH_FAILURE_BOUND),
-    ));
+}
+
+fn web(args: WebArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let api_secret = std::env::var("LIVEKIT_API_SECRET")
+        .map_err(|_| "LIVEKIT_API_SECRET is not set: conclave web needs the Bridge's LiveKit API secret")?;
+    init_logging(args.log_format);
+    let options = conclave::web::Options {
+        listen: args.listen,
+        livekit_url: args.livekit_url,
+        livekit_api_url: args.livekit_api_url,
+        static_dir: args.static_dir,
+        rooms_file: args.rooms_file,
+        rooms_interval: args.rooms_interval,
+        credentials: conclave::web::twirp::Credentials {
+            api_key: args.api_key,
+            api_secret,
+        },
+    };
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(operate(args.http_address, options, health))
+    runtime.block_on(async {
+        let shutdown = on_signals()?;
+        let stopped = async move {
+            let mut shutdown = shutdown;
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        conclave::web::run(options, stopped).await?;
+        tracing::info!("conclave web stopped");
+        Ok(())
+    })
 }
 
 /// Connecting to the API server takes milliseconds when it is up; kube's default of 30 s
@@ -229,6 +364,8 @@ async fn operate(
     tracing::info!(
         watch_namespace = options.watch_namespace.as_deref().unwrap_or("<all>"),
         leader_election = options.lease.is_some(),
+        cluster_domain = %options.cluster.domain,
+        ipv6 = options.cluster.ipv6,
         "conclave operator starting"
     );
     let result = conclave::controller::run(client, options, metrics, health.clone(), shutdown).await;

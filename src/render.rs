@@ -10,12 +10,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 use serde::Deserialize;
 
+use crate::api::bridge::Engine;
+use crate::api::meeting::KeyDistribution;
 use crate::api::{Bridge, Meeting};
-use crate::bridge::context::Ctx;
+use crate::bridge::context::{Cluster, Ctx};
 use crate::bridge::{ca, certificate, placement, secrets};
 use crate::engine;
 use crate::labels::Component;
-use crate::meeting::{capacity, credentials};
+use crate::meeting::{capacity, credentials, e2ee_key, validate};
 
 /// What stands in for the uid the API server assigns to a parent.
 const UID_PLACEHOLDER: &str = "<assigned by the API server>";
@@ -45,7 +47,13 @@ struct Head {
 /// Renders the children of every Bridge and Meeting in `docs` (multi-document YAML). The SFU
 /// pool is sized for the Meetings given as it would be at `at`; without `at`, at its minimum.
 /// Objects without a namespace are placed in `default_namespace`.
-pub fn render(docs: &str, default_namespace: &str, at: Option<DateTime<Utc>>) -> Result<String, RenderError> {
+/// `cluster` is what the operator's flags say about the cluster (DNS domain, IPv6).
+pub fn render(
+    docs: &str,
+    default_namespace: &str,
+    at: Option<DateTime<Utc>>,
+    cluster: &Cluster,
+) -> Result<String, RenderError> {
     let mut bridges = Vec::new();
     let mut meetings = Vec::new();
     for (i, doc) in serde_saphyr::from_multiple::<serde_json::Value>(docs)
@@ -78,10 +86,16 @@ pub fn render(docs: &str, default_namespace: &str, at: Option<DateTime<Utc>>) ->
     }
     let mut out = Vec::new();
     for b in &bridges {
-        out.extend(render_bridge(b, &meetings, at)?);
+        out.extend(render_bridge(b, &meetings, at, cluster)?);
     }
     for m in &meetings {
-        out.push(render_meeting(m)?);
+        let engine = bridges
+            .iter()
+            .find(|b| {
+                b.metadata.name.as_deref() == Some(&m.spec.bridge) && b.metadata.namespace == m.metadata.namespace
+            })
+            .map(|b| b.spec.engine);
+        out.extend(render_meeting(m, engine)?);
     }
     let docs: Result<Vec<String>, _> = out.iter().map(serde_saphyr::to_string).collect();
     Ok(docs.map_err(|e| RenderError::Yaml(e.to_string()))?.join("---\n"))
@@ -102,6 +116,7 @@ fn render_bridge(
     bridge: &Bridge,
     meetings: &[Meeting],
     at: Option<DateTime<Utc>>,
+    cluster: &Cluster,
 ) -> Result<Vec<serde_json::Value>, RenderError> {
     let name = bridge
         .metadata
@@ -115,14 +130,32 @@ fn render_bridge(
         None => bridge.spec.sfu.replicas,
     };
     // Offline there are no nodes and no load balancers: addresses come only from the spec.
-    let sfu = placement::plan(&bridge.spec, &name, replicas, [], |_| None);
-    let mut ctx = Ctx::new(&name, &ns, owner::<Bridge>(&name), &bridge.spec, sfu);
+    let sfu = placement::plan(
+        &bridge.spec,
+        &name,
+        replicas,
+        [],
+        &Default::default(),
+        at.unwrap_or_default(),
+        |_| None,
+    )
+    .replicas;
+    let mut ctx = Ctx::new(&name, &ns, owner::<Bridge>(&name), &bridge.spec, sfu, cluster);
+    ctx.turn_hosts = placement::turn_hosts(&bridge.spec, [], &placement::LoadBalancer::default());
     ctx.room_limits = crate::meeting::room_limits(
         hosted
             .iter()
             .map(|m| (m.metadata.name.as_deref().unwrap_or_default(), &m.spec)),
         at,
     );
+    if bridge.spec.engine == Engine::LiveKit {
+        let bookings: Vec<validate::Booking<'_>> = meetings
+            .iter()
+            .filter(|m| m.metadata.namespace.as_deref() == Some(&ns) && m.spec.bridge == name)
+            .map(validate::Booking::of)
+            .collect();
+        ctx.open_rooms = crate::meeting::open_rooms(&bookings, &name, &bridge.spec, at).0;
+    }
     let tls = bridge.spec.tls.clone().unwrap_or_default();
     ctx.tls_secret = Some(
         tls.secret_name
@@ -132,7 +165,7 @@ fn render_bridge(
 
     let mut out = vec![reference_secret(
         ctx.meta(secrets::SUFFIX, Component::Secrets),
-        &secrets::KEYS,
+        secrets::keys(bridge.spec.engine),
         "generated once in the cluster by the operator",
     )];
     if tls.issuer_ref.is_none() && tls.secret_name.is_none() {
@@ -155,7 +188,9 @@ fn render_bridge(
     Ok(out)
 }
 
-fn render_meeting(meeting: &Meeting) -> Result<serde_json::Value, RenderError> {
+/// The Meeting's Secrets as references. The engine is its Bridge's, when the Bridge is among
+/// the documents (Jitsi otherwise, the default engine).
+fn render_meeting(meeting: &Meeting, engine: Option<Engine>) -> Result<Vec<serde_json::Value>, RenderError> {
     let name = meeting
         .metadata
         .name
@@ -165,11 +200,24 @@ fn render_meeting(meeting: &Meeting) -> Result<serde_json::Value, RenderError> {
     let meta = credentials::meta(&name, &ns, owner::<Meeting>(&name));
     let keys = credentials::keys(&meeting.spec);
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    Ok(reference_secret(
-        meta,
-        &keys,
-        "join link signed in the cluster with the Bridge's app secret",
-    ))
+    let livekit = engine == Some(Engine::LiveKit);
+    let with_key = livekit && meeting.spec.key_distribution == KeyDistribution::Link;
+    let origin = match (livekit, with_key) {
+        (false, _) => "join link signed in the cluster with the Bridge's app secret",
+        (true, true) => {
+            "join link signed in the cluster with the Bridge's LiveKit API secret, the Meeting's E2EE passphrase in its fragment"
+        }
+        (true, false) => "join link signed in the cluster with the Bridge's LiveKit API secret, without a key",
+    };
+    let mut out = vec![reference_secret(meta, &keys, origin)];
+    if with_key {
+        out.push(reference_secret(
+            e2ee_key::meta(&name, &ns, owner::<Meeting>(&name)),
+            &[e2ee_key::KEY],
+            "the Meeting's E2EE passphrase, generated once in the cluster by the operator",
+        ));
+    }
+    Ok(out)
 }
 
 /// A Secret whose values are descriptions of where they come from.
@@ -218,8 +266,8 @@ spec:
 
     #[test]
     fn output_is_stable_and_carries_no_gitops_labels_or_secrets() {
-        let a = render(INPUT, "conf", None).expect("render");
-        let b = render(INPUT, "conf", None).expect("render");
+        let a = render(INPUT, "conf", None, &Cluster::default()).expect("render");
+        let b = render(INPUT, "conf", None, &Cluster::default()).expect("render");
         assert_eq!(a, b);
         assert!(!a.contains("argocd.argoproj.io"));
         assert!(!a.contains("applyset.kubernetes.io"));
@@ -233,13 +281,19 @@ spec:
 
     #[test]
     fn at_a_time_the_pool_is_sized_for_the_meetings() {
-        let during = render(INPUT, "conf", Some("2030-01-07T09:30:00Z".parse().expect("t"))).expect("render");
+        let during = render(
+            INPUT,
+            "conf",
+            Some("2030-01-07T09:30:00Z".parse().expect("t")),
+            &Cluster::default(),
+        )
+        .expect("render");
         assert_eq!(during.matches("kind: StatefulSet").count(), 3);
     }
 
     #[test]
     fn unknown_kinds_are_refused_with_the_document_number() {
-        let err = render("apiVersion: v1\nkind: ConfigMap\n", "conf", None).expect_err("refused");
+        let err = render("apiVersion: v1\nkind: ConfigMap\n", "conf", None, &Cluster::default()).expect_err("refused");
         assert!(err.to_string().starts_with("document 1"), "{err}");
     }
 }

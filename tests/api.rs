@@ -50,6 +50,8 @@ async fn examples_are_accepted_and_defaults_applied() {
         "bridge.conclave.dev/conference",
         "meeting.conclave.dev/weekly-sync",
         "meeting.conclave.dev/team-room",
+        "bridge.conclave.dev/live",
+        "meeting.conclave.dev/design-review",
     ] {
         assert!(listed.contains(name), "{name} exists:\n{listed}");
     }
@@ -154,6 +156,15 @@ async fn identity_fields_are_immutable() {
         .await
         .expect_err("domain change is refused");
     assert!(err.to_string().contains("spec.domain is immutable"), "{err}");
+    let err = bridges
+        .patch(
+            "meet",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"engine": "LiveKit"}})),
+        )
+        .await
+        .expect_err("engine change is refused");
+    assert!(err.to_string().contains("spec.engine is immutable"), "{err}");
     // Other fields stay mutable.
     bridges
         .patch(

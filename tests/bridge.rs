@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::operator::Operator;
-use common::{cluster, condition, create_tls_secret, label_bridge, wait_condition, wait_ready};
+use common::{cluster, condition, create_tls_secret, events_for, label_bridge, wait_condition, wait_event, wait_ready};
 use conclave::api::Bridge;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -163,15 +163,29 @@ async fn bridge_lifecycle() {
         !conf.contains("static-auth-secret"),
         "the TURN secret is not in the ConfigMap"
     );
-    assert!(
-        !policies
-            .list(&ListParams::default())
-            .await
-            .expect("policies")
-            .items
-            .is_empty(),
-        "NetworkPolicies exist"
-    );
+    // NetworkPolicies are applied last.
+    wait_for("NetworkPolicies", Duration::from_secs(30), || {
+        let policies = policies.clone();
+        async move {
+            let list = policies.list(&ListParams::default()).await.ok()?;
+            (!list.items.is_empty()).then_some(())
+        }
+    })
+    .await;
+
+    // TURN is announced nowhere until its load balancer has an address (spec.domain is the
+    // Ingress's, not TURN's); then at exactly that address, here a DNS name only (as an AWS NLB
+    // reports), played by the test writing the Service status as a cloud controller would.
+    let b = wait_condition(&bridges, "meet", "TURNReady", "False", "AwaitingAddress").await;
+    assert_eq!(b.status.map(|s| s.turn_uris), Some(Vec::new()));
+    services
+        .patch_status(
+            "meet-turn",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"hostname": "turn-lb.example.net"}]}}})),
+        )
+        .await
+        .expect("TURN load balancer address");
 
     // Readiness (kwok runs the pods) flows into status.
     let b = wait_ready(&bridges, "meet").await;
@@ -179,16 +193,27 @@ async fn bridge_lifecycle() {
     assert_eq!(status.url.as_deref(), Some("https://meet.example.com/"));
     let sfu = status.sfu.expect("sfu status");
     assert_eq!((sfu.replicas, sfu.ready_replicas, sfu.endpoints.len()), (2, 2, 2));
-    assert!(
-        status
-            .turn_uris
-            .iter()
-            .any(|u| u.starts_with("turns:meet.example.com:5349")),
-        "{:?}",
-        status.turn_uris
+    // No `turns:`: TLS clients check the certificate (for meet.example.com) against the name.
+    assert_eq!(
+        status.turn_uris,
+        [
+            "turn:turn-lb.example.net:3478?transport=udp",
+            "turn:turn-lb.example.net:3478?transport=tcp"
+        ]
     );
+    let prosody = deployments.get("meet-prosody").await.expect("prosody");
+    let env = prosody.spec.template.spec.expect("pod").containers[0]
+        .env
+        .clone()
+        .unwrap_or_default();
+    let value = |k: &str| env.iter().find(|e| e.name == k).and_then(|e| e.value.clone());
+    assert_eq!(value("TURN_HOST").as_deref(), Some("turn-lb.example.net"));
+    assert_eq!(value("STUN_HOST").as_deref(), Some("turn-lb.example.net"));
 
     // Converged: a change that alters no child (a label on the Bridge) is reconciled with zero writes.
+    // The reconcile that made the Bridge Ready announces it with an Event right after the status
+    // write the wait above saw; that write belongs to the transition, so it must land first.
+    wait_event(&client, &ns, "meet", "Normal", "Ready").await;
     let before = operator.log_count(&["reconciled"]);
     let writes_before = operator.writes().len();
     label_bridge(&bridges, "meet", "touched", "yes").await;
@@ -286,20 +311,6 @@ fn secret_text(s: &Secret, key: &str) -> String {
     String::from_utf8(bytes.0.clone()).expect("utf-8")
 }
 
-/// Events the operator published about an object, as `(type, reason)`.
-async fn events_for(client: &kube::Client, ns: &str, name: &str) -> Vec<(String, String)> {
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
-    events
-        .list(&ListParams::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
-        .collect()
-}
-
 /// A Bridge without TURN whose SFU uses NodePort `port` (NodePorts are cluster-wide, so every
 /// test Bridge needs its own).
 fn bridge_manifest(name: &str, port: i32, tls: serde_json::Value) -> Bridge {
@@ -342,7 +353,7 @@ async fn own_ca_issues_and_renews_and_secrets_rotate() {
     };
     assert_eq!(secret_text(&tls, "ca.crt"), ca_pem.cert, "clients get the CA to trust");
     assert_eq!(
-        conclave::bridge::ca::check_serving(Some(&serving), &ca_pem, "selfca.example.com", start),
+        conclave::bridge::ca::check_serving(Some(&serving), &ca_pem, &["selfca.example.com"], start),
         None,
         "the serving certificate names the domain, chains to the CA and is fresh"
     );
@@ -566,7 +577,7 @@ async fn host_port_and_load_balancer_exposure() {
     // LoadBalancer: no address yet, so nothing is advertised and the Bridge says why.
     let b = wait_condition(&bridges, "lb", "SFUReady", "False", "AwaitingAddress").await;
     assert_eq!(condition(&b, "Ready").map(|c| c.0).as_deref(), Some("False"));
-    for (i, ip) in [(0, "198.51.100.7"), (1, "198.51.100.8")] {
+    for i in 0..2 {
         let name = format!("lb-sfu-{i}");
         let svc = wait_for(&format!("Service {name}"), Duration::from_secs(60), || {
             let (services, name) = (services.clone(), name.clone());
@@ -574,6 +585,25 @@ async fn host_port_and_load_balancer_exposure() {
         })
         .await;
         assert_eq!(svc.spec.as_ref().and_then(|s| s.type_.as_deref()), Some("LoadBalancer"));
+    }
+    // A load balancer with only a host name cannot be advertised (ICE needs IPs): said, not waited on.
+    services
+        .patch_status(
+            "lb-sfu-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"hostname": "sfu0.elb.example.net"}]}}})),
+        )
+        .await
+        .expect("host-name-only load balancer");
+    let b = wait_condition(&bridges, "lb", "SFUReady", "False", "AddressNotIP").await;
+    let message = b
+        .status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "SFUReady"))
+        .map(|c| c.message)
+        .unwrap_or_default();
+    assert!(message.contains("lb-sfu-0 (sfu0.elb.example.net)"), "{message}");
+    for (i, ip) in [(0, "198.51.100.7"), (1, "198.51.100.8")] {
+        let name = format!("lb-sfu-{i}");
         services
             .patch_status(
                 &name,

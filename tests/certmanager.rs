@@ -1,5 +1,6 @@
 //! `spec.tls.issuerRef` against cert-manager's real CRDs (v1.21.1, built from its Go module by
-//! `tests/tools/build.sh`): the operator's Certificate passes the API server's validation with
+//! `tests/tools/build.sh`): the operator notices cert-manager's CRDs appear after it started
+//! (and go again) without a restart, its Certificate passes the API server's validation with
 //! cert-manager's schema, the Bridge waits for the Secret, and picks it up when cert-manager
 //! (played here by the test, as there is no cert-manager controller) writes it.
 
@@ -18,6 +19,23 @@ use testenv::wait_for;
 #[tokio::test]
 async fn issuer_ref_creates_a_valid_certificate_and_waits_for_its_secret() {
     let cp = cluster();
+    let client = cp.client().await;
+    let ns = testenv::namespace(&client, "certmanager").await;
+    // Started before cert-manager is installed.
+    let operator = Operator::start("conclave-certmanager-test", &ns);
+    let bridges: Api<Bridge> = Api::namespaced(client.clone(), &ns);
+    let bridge: Bridge = serde_json::from_value(json!({
+        "apiVersion": "conclave.dev/v1alpha1", "kind": "Bridge",
+        "metadata": {"name": "acme"},
+        "spec": {"domain": "acme.example.com", "turn": {"enabled": false},
+                 "tls": {"issuerRef": {"name": "letsencrypt", "kind": "ClusterIssuer"}},
+                 "sfu": {"media": {"port": 31500}}}
+    }))
+    .expect("bridge");
+    bridges.create(&PostParams::default(), &bridge).await.expect("bridge");
+    wait_condition(&bridges, "acme", "CertificateReady", "False", "CertManagerMissing").await;
+
+    // cert-manager's CRDs arrive: the operator notices without a restart.
     let crds = cp.bin("cert-manager-crds");
     kubectl_ok(cp, &["apply", "--server-side", "-f", &crds.to_string_lossy()]);
     kubectl_ok(
@@ -29,20 +47,6 @@ async fn issuer_ref_creates_a_valid_certificate_and_waits_for_its_secret() {
             "crd/certificates.cert-manager.io",
         ],
     );
-    let client = cp.client().await;
-    let ns = testenv::namespace(&client, "certmanager").await;
-    // Started after the CRDs exist: the operator decides at start whether cert-manager is there.
-    let _operator = Operator::start("conclave-certmanager-test", &ns);
-    let bridges: Api<Bridge> = Api::namespaced(client.clone(), &ns);
-    let bridge: Bridge = serde_json::from_value(json!({
-        "apiVersion": "conclave.dev/v1alpha1", "kind": "Bridge",
-        "metadata": {"name": "acme"},
-        "spec": {"domain": "acme.example.com", "turn": {"enabled": false},
-                 "tls": {"issuerRef": {"name": "letsencrypt", "kind": "ClusterIssuer"}},
-                 "sfu": {"media": {"port": 31500}}}
-    }))
-    .expect("bridge");
-    bridges.create(&PostParams::default(), &bridge).await.expect("bridge");
 
     let ar = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate"),
@@ -89,4 +93,22 @@ async fn issuer_ref_creates_a_valid_certificate_and_waits_for_its_secret() {
     wait_condition(&bridges, "acme", "CertificateReady", "True", "Valid").await;
     // The issued Secret is cert-manager's: the operator must not prune it.
     assert!(secrets.get_opt("acme-tls").await.expect("get").is_some());
+
+    // cert-manager is uninstalled: noticed too, and said so.
+    kubectl_ok(
+        cp,
+        &[
+            "delete",
+            "crd",
+            "certificates.cert-manager.io",
+            "--wait=true",
+            "--timeout=60s",
+        ],
+    );
+    wait_condition(&bridges, "acme", "CertificateReady", "False", "CertManagerMissing").await;
+    assert_eq!(
+        operator.log_count(&["conclave operator starting"]),
+        1,
+        "the same operator process throughout"
+    );
 }

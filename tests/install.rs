@@ -65,7 +65,12 @@ fn intended_cluster_grants() -> BTreeSet<(String, String)> {
         &CRUD,
     );
     add(&["certificates.cert-manager.io"], &CRUD);
-    add(&["nodes"], &["get", "list", "watch"]);
+    add(&["nodes", "pods"], &["get", "list", "watch"]);
+    // Only cert-manager's Certificate CRD, by name: whether cert-manager is installed.
+    add(
+        &["customresourcedefinitions.apiextensions.k8s.io[certificates.cert-manager.io]"],
+        &["get", "list", "watch"],
+    );
     add(&["events", "events.events.k8s.io"], &["create", "patch"]);
     grants
 }
@@ -341,14 +346,20 @@ fn sa_grants_beyond_baseline(cp: &ControlPlane, ns: &str) -> (BTreeSet<Grant>, B
                 g.non_resource_url.is_empty(),
                 "no non-resource URLs are granted beyond the defaults: {g:?}"
             );
-            assert!(
-                g.resource_names.is_empty(),
-                "the intended grants have no resourceNames: {g:?}"
-            );
-            (g.resource.clone(), g.verb.clone())
+            (named(&g.resource, &g.resource_names), g.verb.clone())
         })
         .collect();
     (all, extra)
+}
+
+/// A resource as the intended grants name it: with its resourceNames in brackets when the
+/// grant is limited to some.
+fn named(resource: &str, names: &str) -> String {
+    if names.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}[{names}]")
+    }
 }
 
 fn diff(have: &BTreeSet<(String, String)>, want: &BTreeSet<(String, String)>) -> String {
@@ -631,6 +642,11 @@ async fn deploy_applies_and_meets_the_restricted_profile() {
     let c = operator_container(&d);
     assert_eq!(env_value(&c, "CONCLAVE_LEADER_ELECT").as_deref(), Some("true"));
     assert_eq!(env_value(&c, "CONCLAVE_LOG_FORMAT").as_deref(), Some("json"));
+    assert_eq!(
+        env_value(&c, "CONCLAVE_CLUSTER_DOMAIN").as_deref(),
+        Some("cluster.local")
+    );
+    assert_eq!(env_value(&c, "CONCLAVE_IPV6").as_deref(), Some("false"));
     assert!(
         c.args
             .clone()
@@ -749,17 +765,19 @@ async fn deploy_rbac_is_least_privilege() {
             !["escalate", "bind", "impersonate"].contains(&g.verb.as_str()),
             "no RBAC escalation: {g:?}"
         );
-        assert!(!g.resource.starts_with("pods"), "nothing on pods: {g:?}");
-        if g.resource == "nodes" {
+        if g.resource.starts_with("pods") || g.resource == "nodes" {
             assert!(
-                ["get", "list", "watch"].contains(&g.verb.as_str()),
-                "nodes read only: {g:?}"
+                ["get", "list", "watch"].contains(&g.verb.as_str()) && !g.resource.contains('/'),
+                "pods and nodes read only, no subresource (pods/exec, pods/eviction): {g:?}"
             );
         }
-        assert!(
-            !g.resource.contains("customresourcedefinitions"),
-            "no CRD access: {g:?}"
-        );
+        if g.resource.contains("customresourcedefinitions") {
+            assert!(
+                g.resource_names == "certificates.cert-manager.io"
+                    && ["get", "list", "watch"].contains(&g.verb.as_str()),
+                "on CRDs only reading cert-manager's Certificate CRD: {g:?}"
+            );
+        }
     }
     let mut want = intended_cluster_grants();
     want.extend(intended_lease_grants());
@@ -816,7 +834,9 @@ async fn operator_reconciles_as_its_service_account() {
     let bridge: Bridge = serde_json::from_value(json!({
         "apiVersion": "conclave.dev/v1alpha1", "kind": "Bridge",
         "metadata": {"name": "meet"},
+        // TURN at an address of its own, so the Bridge needs no load balancer to be Ready.
         "spec": {"domain": "meet.example.com", "tls": {"secretName": "byo-tls"},
+                 "turn": {"host": "198.51.100.30"},
                  "sfu": {"replicas": 1, "media": {"exposure": "NodePort", "port": 31000}}}
     }))
     .expect("bridge");
@@ -938,6 +958,8 @@ fn chart_schema_rejects_bad_values() {
         ("serviceAccount.create=maybe", "/serviceAccount/create"),
         ("podLabels.team=1", "/podLabels/team"),
         ("watchNamespace=Not_A_Namespace", "/watchNamespace"),
+        ("clusterDomain=Cluster_Local", "/clusterDomain"),
+        ("ipv6=maybe", "/ipv6"),
         ("serviceMonitor.interval=soon", "/serviceMonitor/interval"),
         ("tolerations[0].operator=Maybe", "/tolerations/0/operator"),
         ("securityContext.runAsNonroot=true", "'runAsNonroot' not allowed"),
@@ -1101,7 +1123,8 @@ fn rules_of(rules: Option<Vec<PolicyRule>>) -> BTreeSet<(String, String)> {
                     } else {
                         format!("{base}.{g}{sub}")
                     };
-                    out.insert((name, v.clone()));
+                    let names = r.resource_names.clone().unwrap_or_default().join(" ");
+                    out.insert((named(&name, &names), v.clone()));
                 }
             }
         }
@@ -1152,6 +1175,11 @@ async fn chart_install_upgrade_uninstall() {
     );
     assert_eq!(env_value(&c, "CONCLAVE_WATCH_NAMESPACE").unwrap_or_default(), "");
     assert_eq!(env_value(&c, "CONCLAVE_LEADER_ELECT").as_deref(), Some("true"));
+    assert_eq!(
+        env_value(&c, "CONCLAVE_CLUSTER_DOMAIN").as_deref(),
+        Some("cluster.local")
+    );
+    assert_eq!(env_value(&c, "CONCLAVE_IPV6").as_deref(), Some("false"));
     let labels = d.metadata.labels.clone().unwrap_or_default();
     for key in [
         "app.kubernetes.io/name",
@@ -1221,23 +1249,23 @@ async fn chart_install_upgrade_uninstall() {
         env_value(&operator_container(&d), "CONCLAVE_WATCH_NAMESPACE").as_deref(),
         Some(watched.as_str())
     );
-    // Cluster-wide only nodes remain; the rest moved into a Role in the watched namespace.
+    // Cluster-wide only nodes and the CRD remain; the rest moved into a Role in the watched
+    // namespace.
     let cr = cluster_roles.get(&cluster_name).await.expect("ClusterRole");
-    let nodes_only: BTreeSet<(String, String)> = ["get", "list", "watch"]
-        .iter()
-        .map(|v| ("nodes".to_string(), v.to_string()))
-        .collect();
+    let cluster_scoped = |r: &str| r == "nodes" || r.starts_with("customresourcedefinitions");
+    let mut cluster_only = intended_cluster_grants();
+    cluster_only.retain(|(r, _)| cluster_scoped(r));
     assert_eq!(
         rules_of(cr.rules),
-        nodes_only,
-        "watchNamespace leaves only nodes cluster-wide"
+        cluster_only,
+        "watchNamespace leaves only nodes and cert-manager's CRD cluster-wide"
     );
     let watched_role: Role = Api::namespaced(client.clone(), &watched)
         .get(release)
         .await
         .expect("Role in the watched namespace");
     let mut namespaced = intended_cluster_grants();
-    namespaced.retain(|(r, _)| r != "nodes");
+    namespaced.retain(|(r, _)| !cluster_scoped(r));
     assert_eq!(rules_of(watched_role.rules), namespaced);
     Api::<RoleBinding>::namespaced(client.clone(), &watched)
         .get(release)

@@ -171,6 +171,16 @@ async fn meeting_lifecycle() {
         (capacity.status.as_str(), capacity.reason.as_str()),
         ("True", "Planned")
     );
+    // Required E2EE: 25 places reach Jitsi's E2EE room limit; carol alone stays below it.
+    let e2ee = |m: &Meeting| {
+        m.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "E2EEAvailable").cloned())
+            .map(|c| (c.status, c.reason))
+    };
+    assert_eq!(e2ee(&m), Some(("False".into(), "AboveE2EELimit".into())));
+    let retro = wait_phase(&meetings, "retro", "Open").await;
+    assert_eq!(e2ee(&retro), Some(("True".into(), "WithinE2EELimit".into())));
     let key = app_secret(&secrets).await;
     let creds = secrets.get("standup-credentials").await.expect("credentials");
     let owner = &creds.metadata.owner_references.clone().unwrap_or_default()[0];
@@ -357,6 +367,110 @@ async fn meeting_lifecycle() {
 
 /// 200 Meetings on one Bridge converge, and a change that touches all of them (their Bridge's
 /// labels) then costs zero writes.
+/// Removed means removed: the credentials Secret holds exactly the links of the current
+/// participants (a removed participant's link and a key added by hand disappear at the next
+/// reconcile), and a Secret deleted by hand comes back with byte-identical links while the
+/// Bridge is not Ready, without the Meeting falling back to Pending.
+#[tokio::test]
+async fn links_follow_participants_and_come_back_identical() {
+    let cp = cluster();
+    let client = cp.client().await;
+    let ns = testenv::namespace(&client, "links").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t0 = Utc::now();
+    let operator = Operator::with_clock("conclave-links-test", &ns, dir.path(), t0);
+    let bridges = ready_bridge(&client, &ns, 31350, 1, 10).await;
+    let meetings: Api<Meeting> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let people = |names: &[&str]| names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>();
+    meetings
+        .create(
+            &PostParams::default(),
+            &meeting(
+                "lounge",
+                json!({"bridge": "meet", "participants": people(&["alice", "bob", "carol"]),
+                       "guests": {"allowed": true}}),
+            ),
+        )
+        .await
+        .expect("standing meeting");
+    wait_phase(&meetings, "lounge", "Open").await;
+    let first = links(&secrets.get("lounge-credentials").await.expect("credentials"));
+    assert_eq!(first.keys().collect::<Vec<_>>(), vec!["alice", "bob", "carol", "guest"]);
+
+    // Bob is removed: once the Meeting's new generation is observed, his link is gone.
+    meetings
+        .patch(
+            "lounge",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"participants": people(&["alice", "carol"])}})),
+        )
+        .await
+        .expect("remove bob");
+    wait_for("the new generation observed", Duration::from_secs(60), || async {
+        let m = meetings.get("lounge").await.ok()?;
+        (m.status?.observed_generation == m.metadata.generation).then_some(())
+    })
+    .await;
+    let now = links(&secrets.get("lounge-credentials").await.expect("credentials"));
+    assert_eq!(now.keys().collect::<Vec<_>>(), vec!["alice", "carol", "guest"]);
+    for k in ["alice", "carol", "guest"] {
+        assert_eq!(now[k], first[k], "{k}'s link is unchanged");
+    }
+
+    // A key added by hand is not the operator's to keep either.
+    secrets
+        .patch(
+            "lounge-credentials",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"mallory": "https://meet.example.com/lounge"}})),
+        )
+        .await
+        .expect("add a key by hand");
+    wait_for("the hand-added key removed", Duration::from_secs(30), || async {
+        let l = links(&secrets.get("lounge-credentials").await.ok()?);
+        (l == now).then_some(())
+    })
+    .await;
+
+    // An hour later the Bridge stops being Ready (its TLS Secret is gone), then the credentials
+    // Secret is deleted by hand: it comes back with the very same links (not links for a
+    // window starting now), and the Meeting stays Open.
+    operator.set_now(t0 + chrono::Duration::hours(1));
+    secrets
+        .delete("byo-tls", &DeleteParams::default())
+        .await
+        .expect("delete the TLS Secret");
+    common::wait_condition(&bridges, "meet", "Ready", "False", "NotReady").await;
+    let old_uid = secrets
+        .get("lounge-credentials")
+        .await
+        .expect("credentials")
+        .metadata
+        .uid;
+    secrets
+        .delete("lounge-credentials", &DeleteParams::default())
+        .await
+        .expect("delete the credentials by hand");
+    let back = wait_for("the credentials back", Duration::from_secs(60), || async {
+        let s = secrets.get_opt("lounge-credentials").await.ok()??;
+        (s.metadata.uid != old_uid).then_some(s)
+    })
+    .await;
+    assert_eq!(links(&back), now, "byte-identical links");
+    let m = meetings.get("lounge").await.expect("meeting");
+    let status = m.status.expect("status");
+    assert_eq!(status.phase, Some(conclave::api::meeting::Phase::Open));
+    assert_eq!(status.credentials_secret.as_deref(), Some("lounge-credentials"));
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "BridgeNotReady")
+    );
+    create_tls_secret(&client, &ns, "byo-tls", "meet.example.com").await;
+    wait_ready(&bridges, "meet").await;
+}
+
 #[tokio::test]
 async fn two_hundred_meetings_converge_to_zero_writes() {
     let cp = cluster();

@@ -169,6 +169,20 @@ fn denied_peers() -> Vec<IpAddr> {
         "::ffff:169.254.169.254",
         "64:ff9b::a00:1",
         "64:ff9b::7f00:1",
+        // NAT64 local-use (RFC 8215), IPv4 embedded as RFC 6052 does at /96 and at /48 (where
+        // bits 64-71 are skipped): 10.0.0.1 and 169.254.169.254.
+        "64:ff9b:1::a00:1",
+        "64:ff9b:1:a00:0:100::",
+        "64:ff9b:1:a9fe:a9:fe00::",
+        // 6to4: bits 16-47 are the IPv4 address: 10.0.0.1, 127.0.0.1, 169.254.169.254, 192.168.1.1.
+        "2002:a00:1::1",
+        "2002:7f00:1::1",
+        "2002:a9fe:a9fe::1",
+        "2002:c0a8:101::1",
+        // Teredo: server 192.0.2.1, then the client's address XOR ffff:ffff in the last 32
+        // bits: 10.0.0.1 (f5ff:fffe) and 127.0.0.1 (80ff:fffe).
+        "2001:0:c000:201:0:0:f5ff:fffe",
+        "2001:0:c000:201:8000:ffff:80ff:fffe",
     ]
     .iter()
     .map(|s| s.parse().expect("address"))

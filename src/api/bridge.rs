@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{E2eePolicy, Exposure};
+pub use super::redis::{Redis, SecretKeyRef, Sentinel};
 use crate::images;
 
 /// A private, end-to-end encrypted conferencing deployment for one domain: signalling, a pool
@@ -48,6 +49,10 @@ use crate::images;
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.turn) || !has(self.turn.host) || self.turn.host != self.domain || (self.turn.port != 443 && self.turn.tlsPort != 443)").message("spec.turn.host: equal to spec.domain, whose port 443 is the web front end's; give TURN its own name or ports other than 443").field_path(".turn.host"))]
+#[x_kube(validation = Rule::new("self.engine != 'LiveKit' || self.auth.mode == 'JWT'").message("spec.auth.mode: LiveKit admits only holders of a Meeting's token; Open is not available with engine LiveKit").field_path(".auth.mode"))]
+#[x_kube(validation = Rule::new("!has(self.redis) || self.engine == 'LiveKit'").message("spec.redis: only LiveKit Bridges use Redis").field_path(".redis"))]
+#[x_kube(validation = Rule::new(MEDIA_CLEAR_OF_TURN_RULE).message("spec.sfu.media.port: the SFU replicas' ports (port to port + maxReplicas - 1, UDP and TCP) overlap TURN's port, tlsPort or relayPorts, which coturn binds on the same nodes with turn.exposure HostPort").field_path(".sfu.media.port"))]
 pub struct BridgeSpec {
     /// Public DNS name the conference is served on, e.g. `meet.example.com`. Immutable: the
     /// XMPP domains, certificates and every issued join link depend on it.
@@ -58,8 +63,10 @@ pub struct BridgeSpec {
     )]
     pub domain: String,
 
-    /// Conferencing engine. Only `Jitsi` exists for now.
+    /// Conferencing engine: `Jitsi` (default) or `LiveKit`. Immutable: the two engines share
+    /// no children, so switching would orphan every one of them.
     #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.engine is immutable; create a new Bridge for another engine"))]
     pub engine: Engine,
 
     /// End-to-end encryption policy for every room on this Bridge. `Required` (default): media
@@ -88,6 +95,12 @@ pub struct BridgeSpec {
     #[serde(default)]
     pub turn: Turn,
 
+    /// Redis for a LiveKit Bridge whose pool can have more than one SFU replica (LiveKit routes
+    /// rooms across replicas through it). Unset: the operator runs one. Set: an existing Redis
+    /// (or Sentinel), used whatever the pool's size. LiveKit only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<Redis>,
+
     /// Container images; unset fields use the images this operator version pins.
     #[serde(default, skip_serializing_if = "is_default")]
     pub images: Images,
@@ -99,7 +112,19 @@ pub enum Engine {
     /// Jitsi Meet: web, prosody, jicofo and videobridge from docker-jitsi-meet.
     #[default]
     Jitsi,
+    /// LiveKit: livekit-server as the SFU pool, Redis across replicas, and Conclave's own join
+    /// page, which turns end-to-end encryption on before the first frame.
+    LiveKit,
 }
+
+/// With TURN on the host network (`turn.exposure: HostPort`), coturn binds its ports and relay
+/// range on the same nodes as SFU replicas exposed by HostPort or NodePort; their ports (UDP,
+/// and TCP for LiveKit's ICE/TCP) must stay clear of them. The one-element lists bind names.
+const MEDIA_CLEAR_OF_TURN_RULE: &str = "!self.turn.enabled || self.turn.exposure != 'HostPort' || self.sfu.media.exposure == 'LoadBalancer' || \
+    [has(self.sfu.media.port) ? self.sfu.media.port : (self.sfu.media.exposure == 'NodePort' ? 31000 : 10000)].all(b, \
+    [b + (has(self.sfu.maxReplicas) ? self.sfu.maxReplicas : self.sfu.replicas) - 1].all(e, \
+    (self.turn.port < b || self.turn.port > e) && (self.turn.tlsPort < b || self.turn.tlsPort > e) && \
+    (self.turn.relayPorts.max < b || self.turn.relayPorts.min > e)))";
 
 /// Who may join rooms.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -187,6 +212,7 @@ pub struct IngressSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.maxReplicas) || self.maxReplicas >= self.replicas").message("spec.sfu.maxReplicas must be at least spec.sfu.replicas").field_path(".maxReplicas"))]
 #[x_kube(validation = Rule::new("!has(self.media.port) || self.media.port + (has(self.maxReplicas) ? self.maxReplicas : self.replicas) - 1 <= 65535").message("spec.sfu.media.port: every replica needs its own port (port + maxReplicas - 1 must not exceed 65535)").field_path(".media.port"))]
+#[x_kube(validation = Rule::new("!has(self.media.port) || self.media.port >= 1024").message("spec.sfu.media.port: must be at least 1024; the SFU runs unprivileged (no capabilities) and cannot bind a lower port").field_path(".media.port"))]
 pub struct Sfu {
     /// Minimum number of SFU pods, kept even when no Meeting needs them.
     #[serde(default = "one")]
@@ -278,7 +304,8 @@ pub struct Media {
     #[serde(default)]
     pub exposure: Exposure,
     /// Base UDP port; replica N uses `port + N`. Defaults to 31000 for NodePort (inside the
-    /// default NodePort range) and 10000 otherwise.
+    /// default NodePort range) and 10000 otherwise. At least 1024: the SFU runs as an
+    /// unprivileged user without capabilities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
@@ -317,6 +344,16 @@ pub struct Turn {
     /// How the TURN ports reach clients.
     #[serde(default = "default_turn_exposure")]
     pub exposure: Exposure,
+    /// The DNS name (or IP address) clients reach TURN at, for DNS or NAT you manage. Unset: the
+    /// address Conclave discovers, the TURN Service's load balancer (IP or host name) or, for
+    /// `NodePort` and `HostPort`, the nodes' ExternalIPs. TURN over TLS (`turns:`) is announced
+    /// only at a DNS name set here, and Conclave adds it to the Bridge's certificate (with an
+    /// ACME issuer, validate it by DNS-01: HTTP-01 would reach TURN, not the Ingress); with
+    /// `tls.secretName` your certificate must cover it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(TURN_HOST_RULE).message("spec.turn.host must be a lowercase DNS name or an IP address"))]
+    pub host: Option<String>,
     /// TURN port for UDP and TCP.
     #[serde(default = "default_turn_port")]
     #[schemars(range(min = 1, max = 65535))]
@@ -334,8 +371,9 @@ pub struct Turn {
     #[schemars(length(min = 2, max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"))]
     pub credential_ttl: String,
     /// Peer addresses TURN never relays to. The defaults cover loopback, private, shared,
-    /// link-local (with cloud metadata), multicast and reserved ranges, for IPv4, IPv6 and
-    /// IPv4-mapped IPv6. Replacing the list replaces the defaults.
+    /// link-local (with cloud metadata), multicast and reserved ranges, for IPv4, IPv6 and the
+    /// IPv6 forms that carry an IPv4 address (IPv4-mapped, NAT64, 6to4, Teredo). Replacing the
+    /// list replaces the defaults.
     #[serde(default = "default_denied_peer_cidrs", rename = "deniedPeerCIDRs")]
     #[schemars(length(max = 64), inner(length(min = 3, max = 49)))]
     #[x_kube(validation = Rule::new(MAPPED_OR_CIDR_RULE).message("spec.turn.deniedPeerCIDRs: every entry must be a CIDR such as 10.0.0.0/8"))]
@@ -353,6 +391,7 @@ impl Default for Turn {
             enabled: true,
             replicas: 1,
             exposure: default_turn_exposure(),
+            host: None,
             port: default_turn_port(),
             tls_port: default_turn_tls_port(),
             relay_ports: PortRange::default(),
@@ -383,6 +422,18 @@ fn default_credential_ttl() -> String {
     "1h".into()
 }
 
+/// A DNS name of lowercase labels, or an IP address.
+const TURN_HOST_RULE: &str =
+    "isIP(self) || self.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?[.])*[a-z0-9]([-a-z0-9]*[a-z0-9])?$')";
+
+impl Turn {
+    /// `host` when it is a DNS name: the one name TURN over TLS can be announced at, since
+    /// clients check the certificate against it.
+    pub fn tls_host(&self) -> Option<&str> {
+        self.host.as_deref().filter(|h| h.parse::<std::net::IpAddr>().is_err())
+    }
+}
+
 /// Kubernetes' `isCIDR` refuses IPv4-mapped IPv6 prefixes, which are exactly the ones a TURN
 /// deny list needs (`::ffff:0:0/96`), so those are matched by shape here and parsed for real by
 /// the operator, which reports a bad one as a condition.
@@ -406,6 +457,9 @@ pub const DEFAULT_DENIED_PEER_CIDRS: &[&str] = &[
     "::1/128",        // loopback
     "::ffff:0:0/96",  // IPv4-mapped IPv6: would reach every IPv4 range above
     "64:ff9b::/96",   // NAT64 well-known prefix, also maps onto IPv4
+    "64:ff9b:1::/48", // NAT64 local-use prefix (RFC 8215): a site's own translator
+    "2001::/32",      // Teredo: the client's IPv4 address, obfuscated, in the last 32 bits
+    "2002::/16",      // 6to4: bits 16-47 are an IPv4 address (2002:a00:1::1 is 10.0.0.1)
     "fc00::/7",       // unique local
     "fe80::/10",      // link-local
     "ff00::/8",       // multicast
@@ -458,6 +512,18 @@ pub struct Images {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub coturn: Option<String>,
+    /// livekit-server, the SFU of a LiveKit Bridge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub livekit: Option<String>,
+    /// Redis, run by the operator for a LiveKit Bridge with more than one SFU replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub redis: Option<String>,
+    /// Conclave itself, which serves a LiveKit Bridge's join page (`conclave web`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub conclave: Option<String>,
 }
 
 impl Images {
@@ -470,6 +536,9 @@ impl Images {
             jicofo: pick(&self.jicofo, images::jicofo),
             jvb: pick(&self.jvb, images::jvb),
             coturn: pick(&self.coturn, images::coturn),
+            livekit: pick(&self.livekit, images::livekit),
+            redis: pick(&self.redis, images::redis),
+            conclave: pick(&self.conclave, images::conclave),
         }
     }
 }

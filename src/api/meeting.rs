@@ -76,6 +76,28 @@ pub struct MeetingSpec {
     /// E2EE policy of the room; defaults to the Bridge's and may not be weaker than it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub e2ee: Option<E2eePolicy>,
+
+    /// How participants get the room's end-to-end encryption passphrase (LiveKit Bridges only).
+    /// `Link` (default): the operator generates it once and puts it in every link's fragment
+    /// (`#key=`), which browsers never send to a server. `OutOfBand`: links carry no key, the
+    /// organiser shares a passphrase by other means and the join page asks for it; nobody in
+    /// the cluster ever holds it.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub key_distribution: KeyDistribution,
+}
+
+/// How a Meeting's E2EE passphrase reaches its participants.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum KeyDistribution {
+    /// In each join link's fragment.
+    #[default]
+    Link,
+    /// Not in the links: shared by the organiser by other means.
+    OutOfBand,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// An invited participant.
@@ -158,8 +180,23 @@ pub struct MeetingStatus {
     /// Secret holding one join link per participant (and `guest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
-    /// `Ready`, `CapacityReserved` and others, with reasons.
+    /// When the issued links' tokens are valid. Also how a credentials Secret deleted by hand
+    /// comes back with the same links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links: Option<LinkValidity>,
+    /// `Ready`, `CapacityReserved`, `E2EEAvailable` (E2EE `Required` only) and others, with
+    /// reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// The validity of a Meeting's join tokens (whole seconds, as in the tokens).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkValidity {
+    /// The tokens' `nbf`.
+    pub valid_from: DateTime<Utc>,
+    /// The tokens' `exp`.
+    pub valid_until: DateTime<Utc>,
 }

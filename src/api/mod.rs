@@ -3,6 +3,7 @@
 pub mod bridge;
 pub mod common;
 pub mod meeting;
+pub mod redis;
 
 pub use bridge::{Bridge, BridgeSpec, BridgeStatus};
 pub use common::{E2eePolicy, Exposure};

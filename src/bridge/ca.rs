@@ -99,13 +99,16 @@ pub fn new_ca(namespace: &str, bridge: &str, now: DateTime<Utc>) -> Result<Pem, 
     })
 }
 
-/// A serving certificate for `domain`, signed by `ca`, with a fresh key.
-pub fn issue(ca: &Pem, domain: &str, now: DateTime<Utc>) -> Result<Pem, CaError> {
+/// A serving certificate for `names` (the first is the common name), signed by `ca`, with a
+/// fresh key.
+pub fn issue(ca: &Pem, names: &[&str], now: DateTime<Utc>) -> Result<Pem, CaError> {
     let ca_key = KeyPair::from_pem(&ca.key)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert, ca_key)?;
     let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec![domain.to_string()])?;
-    params.distinguished_name.push(DnType::CommonName, domain);
+    let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, names.first().copied().unwrap_or_default());
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.not_before = to_time(now - BACKDATE)?;
@@ -174,7 +177,8 @@ pub fn check_ca(ca: Option<&Pem>, now: DateTime<Utc>) -> Option<Replace> {
 }
 
 /// Whether the stored serving certificate must be replaced; `None` when it is usable.
-pub fn check_serving(serving: Option<&Pem>, ca: &Pem, domain: &str, now: DateTime<Utc>) -> Option<Replace> {
+/// The certificate must name exactly `names`, in order.
+pub fn check_serving(serving: Option<&Pem>, ca: &Pem, names: &[&str], now: DateTime<Utc>) -> Option<Replace> {
     let Some(serving) = serving else {
         return Some(Replace::Missing);
     };
@@ -184,7 +188,7 @@ pub fn check_serving(serving: Option<&Pem>, ca: &Pem, domain: &str, now: DateTim
     let Ok(info) = inspect(&serving.cert) else {
         return Some(Replace::Unreadable);
     };
-    if info.dns_names != [domain] {
+    if info.dns_names != names {
         return Some(Replace::WrongName);
     }
     if !signed_by(&serving.cert, &ca.cert).unwrap_or(false) {
@@ -208,13 +212,13 @@ mod tests {
     fn issued_certificate_names_the_domain_and_chains_to_the_ca() {
         let now = t("2026-11-26T12:00:00Z");
         let ca = new_ca("ns", "meet", now).expect("ca");
-        let leaf = issue(&ca, "meet.example.com", now).expect("leaf");
+        let leaf = issue(&ca, &["meet.example.com"], now).expect("leaf");
         let info = inspect(&leaf.cert).expect("inspect");
         assert_eq!(info.dns_names, vec!["meet.example.com"]);
         assert_eq!(info.not_after, now + SERVING_VALIDITY);
         assert_eq!(info.not_before, now - BACKDATE);
         assert!(signed_by(&leaf.cert, &ca.cert).expect("verify"));
-        assert_eq!(check_serving(Some(&leaf), &ca, "meet.example.com", now), None);
+        assert_eq!(check_serving(Some(&leaf), &ca, &["meet.example.com"], now), None);
         assert_eq!(check_ca(Some(&ca), now), None);
     }
 
@@ -223,9 +227,9 @@ mod tests {
         let now = t("2026-11-26T12:00:00Z");
         let ca = new_ca("ns", "meet", now).expect("ca");
         let other = new_ca("ns", "meet", now).expect("other ca");
-        let leaf = issue(&other, "meet.example.com", now).expect("leaf");
+        let leaf = issue(&other, &["meet.example.com"], now).expect("leaf");
         assert_eq!(
-            check_serving(Some(&leaf), &ca, "meet.example.com", now),
+            check_serving(Some(&leaf), &ca, &["meet.example.com"], now),
             Some(Replace::NotSignedByCa)
         );
     }
@@ -234,13 +238,16 @@ mod tests {
     fn renewal_is_due_thirty_days_before_expiry() {
         let now = t("2026-11-26T12:00:00Z");
         let ca = new_ca("ns", "meet", now).expect("ca");
-        let leaf = issue(&ca, "meet.example.com", now).expect("leaf");
+        let leaf = issue(&ca, &["meet.example.com"], now).expect("leaf");
         let due = renew_at(&inspect(&leaf.cert).expect("inspect"), SERVING_RENEW_BEFORE);
         assert_eq!(due, now + SERVING_VALIDITY - SERVING_RENEW_BEFORE);
         let just_before = due - Duration::seconds(1);
-        assert_eq!(check_serving(Some(&leaf), &ca, "meet.example.com", just_before), None);
         assert_eq!(
-            check_serving(Some(&leaf), &ca, "meet.example.com", due),
+            check_serving(Some(&leaf), &ca, &["meet.example.com"], just_before),
+            None
+        );
+        assert_eq!(
+            check_serving(Some(&leaf), &ca, &["meet.example.com"], due),
             Some(Replace::Expiring)
         );
     }
@@ -249,21 +256,28 @@ mod tests {
     fn wrong_name_missing_and_garbage_are_replaced() {
         let now = t("2026-11-26T12:00:00Z");
         let ca = new_ca("ns", "meet", now).expect("ca");
-        let leaf = issue(&ca, "old.example.com", now).expect("leaf");
+        let leaf = issue(&ca, &["old.example.com"], now).expect("leaf");
         assert_eq!(
-            check_serving(Some(&leaf), &ca, "meet.example.com", now),
+            check_serving(Some(&leaf), &ca, &["meet.example.com"], now),
             Some(Replace::WrongName)
         );
         assert_eq!(
-            check_serving(None, &ca, "meet.example.com", now),
+            check_serving(None, &ca, &["meet.example.com"], now),
             Some(Replace::Missing)
         );
+        // A TURN name added to (or removed from) the Bridge re-issues the certificate.
+        let both = ["meet.example.com", "turn.example.com"];
+        let current = issue(&ca, &["meet.example.com"], now).expect("leaf");
+        assert_eq!(check_serving(Some(&current), &ca, &both, now), Some(Replace::WrongName));
+        let reissued = issue(&ca, &both, now).expect("leaf");
+        assert_eq!(inspect(&reissued.cert).expect("inspect").dns_names, both);
+        assert_eq!(check_serving(Some(&reissued), &ca, &both, now), None);
         let garbage = Pem {
             cert: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
             key: leaf.key.clone(),
         };
         assert_eq!(
-            check_serving(Some(&garbage), &ca, "meet.example.com", now),
+            check_serving(Some(&garbage), &ca, &["meet.example.com"], now),
             Some(Replace::Unreadable)
         );
         assert_eq!(check_ca(None, now), Some(Replace::Missing));

@@ -1,5 +1,6 @@
-//! The cert-manager Certificate for `spec.domain`, when `spec.tls.issuerRef` names an issuer.
-//! Its Secret is what the Ingress and TURN-over-TLS use.
+//! The cert-manager Certificate for `spec.domain` (and `spec.turn.host` when TURN over TLS is
+//! announced there), when `spec.tls.issuerRef` names an issuer. Its Secret is what the Ingress
+//! and TURN over TLS use.
 
 use kube::api::{ApiResource, GroupVersionKind};
 use serde_json::json;
@@ -36,7 +37,7 @@ pub fn build(ctx: &Ctx) -> Result<Vec<Child>, serde_json::Error> {
         "metadata": meta,
         "spec": {
             "secretName": tls_secret_name(ctx),
-            "dnsNames": [ctx.spec.domain],
+            "dnsNames": ctx.certificate_names(),
             "issuerRef": {"name": issuer.name, "kind": kind, "group": issuer.group},
             // A fresh key at every renewal, so a leaked key dies with its certificate.
             "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
@@ -64,7 +65,7 @@ mod tests {
         assert_eq!(c.resource.plural, "certificates");
         let spec = &c.object.data["spec"];
         assert_eq!(spec["secretName"], "meet-tls");
-        assert_eq!(spec["dnsNames"], json!(["meet.example.com"]));
+        assert_eq!(spec["dnsNames"], json!(["meet.example.com", "turn.example.com"]));
         assert_eq!(
             spec["issuerRef"],
             json!({"name": "letsencrypt", "kind": "ClusterIssuer", "group": "cert-manager.io"})
@@ -78,6 +79,22 @@ mod tests {
         assert_eq!(v["apiVersion"], "cert-manager.io/v1");
         assert_eq!(v["kind"], "Certificate");
         assert_eq!(tls_secret_name(&ctx), "meet-tls");
+    }
+
+    #[test]
+    fn turn_names_only_when_turns_is_announced_there() {
+        let mut ctx = sample_ctx();
+        for (host, enabled, names) in [
+            (Some("198.51.100.7"), true, json!(["meet.example.com"])),
+            (Some("meet.example.com"), true, json!(["meet.example.com"])),
+            (Some("turn.example.com"), false, json!(["meet.example.com"])),
+            (None, true, json!(["meet.example.com"])),
+        ] {
+            ctx.spec.turn.host = host.map(str::to_string);
+            ctx.spec.turn.enabled = enabled;
+            let c = &build(&ctx).expect("builds")[0];
+            assert_eq!(c.object.data["spec"]["dnsNames"], names, "{host:?} {enabled}");
+        }
     }
 
     #[test]

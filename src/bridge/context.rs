@@ -13,6 +13,30 @@ use crate::labels::{self, Component};
 /// `conclave.dev/owner-kind` of every Bridge child.
 pub const OWNER_KIND: &str = "bridge";
 
+/// What the operator knows about the cluster it runs in, from its flags; the same for every
+/// Bridge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cluster {
+    /// The cluster's DNS domain (the kubelet's `--cluster-domain`). Components reach each other
+    /// by fully-qualified Service names: nginx's resolver, for one, ignores the search list.
+    pub domain: String,
+    /// Whether pods have IPv6. Off, the Jitsi web and prosody listen on IPv4 only; on, on both
+    /// families (they fail to start on a kernel without IPv6).
+    pub ipv6: bool,
+}
+
+/// Kubernetes' default cluster domain.
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            domain: DEFAULT_CLUSTER_DOMAIN.into(),
+            ipv6: false,
+        }
+    }
+}
+
 /// What the builders of one Bridge work from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ctx {
@@ -22,6 +46,7 @@ pub struct Ctx {
     /// Controller reference to the Bridge, set on every child.
     pub owner: OwnerReference,
     pub spec: BridgeSpec,
+    pub cluster: Cluster,
     pub images: images::Resolved,
     /// The operator-generated Secret (keys in [`super::secrets`]).
     pub secret_name: String,
@@ -34,7 +59,11 @@ pub struct Ctx {
     pub sfu: Vec<SfuReplica>,
     /// Occupancy limit by room, from the Meetings on this Bridge that set `maxParticipants`.
     pub room_limits: BTreeMap<String, i32>,
-    /// Host names or addresses clients use to reach TURN.
+    /// Rooms whose Meeting is open now, with its `maxParticipants` (LiveKit: the SFU creates
+    /// no room on its own, so these are the only rooms that exist).
+    pub open_rooms: BTreeMap<String, Option<i32>>,
+    /// Host names or addresses clients reach TURN at ([`super::placement::turn_hosts`]); empty
+    /// until one is known.
     pub turn_hosts: Vec<String>,
 }
 
@@ -66,19 +95,28 @@ impl SfuReplica {
 impl Ctx {
     /// The inputs for a Bridge, before its secrets and certificate are known: the one place
     /// the reconciler and `conclave render` both build them.
-    pub fn new(name: &str, namespace: &str, owner: OwnerReference, spec: &BridgeSpec, sfu: Vec<SfuReplica>) -> Ctx {
+    pub fn new(
+        name: &str,
+        namespace: &str,
+        owner: OwnerReference,
+        spec: &BridgeSpec,
+        sfu: Vec<SfuReplica>,
+        cluster: &Cluster,
+    ) -> Ctx {
         Ctx {
             name: name.to_string(),
             namespace: namespace.to_string(),
             owner,
             spec: spec.clone(),
+            cluster: cluster.clone(),
             images: spec.images.resolve(),
             secret_name: labels::child_name(name, super::secrets::SUFFIX),
             tls_secret: None,
             secrets_revision: None,
             sfu,
             room_limits: BTreeMap::new(),
-            turn_hosts: vec![spec.domain.clone()],
+            open_rooms: BTreeMap::new(),
+            turn_hosts: Vec::new(),
         }
     }
 
@@ -108,9 +146,25 @@ impl Ctx {
         }
     }
 
-    /// In-cluster DNS name of a Service of this Bridge.
+    /// The names the Bridge's certificate covers: `spec.domain`, and `spec.turn.host` when TURN
+    /// over TLS is announced there (clients check the certificate against it).
+    pub fn certificate_names(&self) -> Vec<&str> {
+        let mut names = vec![self.spec.domain.as_str()];
+        let turn = &self.spec.turn;
+        if let Some(host) = turn.tls_host().filter(|h| turn.enabled && *h != self.spec.domain) {
+            names.push(host);
+        }
+        names
+    }
+
+    /// Fully-qualified in-cluster DNS name of a Service of this Bridge.
     pub fn service_host(&self, suffix: &str) -> String {
-        format!("{}.{}.svc", self.child_name(suffix), self.namespace)
+        format!(
+            "{}.{}.svc.{}",
+            self.child_name(suffix),
+            self.namespace,
+            self.cluster.domain
+        )
     }
 }
 

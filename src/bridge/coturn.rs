@@ -16,6 +16,9 @@
 //! restricted (and baseline) Pod Security profile; the containers themselves stay restricted.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment};
 use k8s_openapi::api::core::v1::{
@@ -63,11 +66,46 @@ pub fn build(ctx: &Ctx) -> Result<Vec<Child>, serde_json::Error> {
     Ok(out)
 }
 
-/// `turnserver.conf` as [`turn::render`] writes it for this Bridge.
+/// `turnserver.conf` as [`turn::render`] writes it for this Bridge: the spec's peer rules, and
+/// the Bridge's own SFU endpoints allowed although their range is denied.
 pub fn rendered(ctx: &Ctx) -> Result<String, serde_json::Error> {
-    let cfg = ServerConfig::for_bridge(&ctx.spec, ctx.tls_secret.is_some())
+    let mut cfg = ServerConfig::for_bridge(&ctx.spec, ctx.tls_secret.is_some())
         .map_err(|e| invalid(format!("spec.turn: invalid entry {e:?}")))?;
+    for (ip, _) in own_sfu_endpoints(ctx)? {
+        let host = IpNet::from(ip);
+        if !cfg.allowed.contains(&host) {
+            cfg.allowed.push(host);
+        }
+    }
     Ok(turn::render(&cfg))
+}
+
+/// The media endpoints (address, UDP port) the Bridge's own SFU replicas advertise that sit in
+/// a denied peer range and no allowed one: an internal load balancer, say, in 10.0.0.0/8. A
+/// client relayed by TURN sends its media to exactly these, so TURN must reach them; they are
+/// allowed one address at a time, nothing wider. (coturn's peer rules have no ports; the
+/// NetworkPolicy adds the port.)
+pub fn own_sfu_endpoints(ctx: &Ctx) -> Result<Vec<(IpAddr, i32)>, serde_json::Error> {
+    let t = &ctx.spec.turn;
+    let denied = turn::parse_cidrs(&t.denied_peer_cidrs)
+        .map_err(|e| invalid(format!("spec.turn.deniedPeerCIDRs: {e:?} is not a CIDR")))?;
+    let allowed = turn::parse_cidrs(&t.allowed_peer_cidrs)
+        .map_err(|e| invalid(format!("spec.turn.allowedPeerCIDRs: {e:?} is not a CIDR")))?;
+    let mut out = Vec::new();
+    for r in &ctx.sfu {
+        for a in &r.advertise {
+            let (ip, port) = match a.split_once('#') {
+                Some((ip, port)) => (ip, port.parse().unwrap_or(r.port)),
+                None => (a.as_str(), r.port),
+            };
+            let Ok(ip) = ip.parse::<IpAddr>() else { continue };
+            let denied_here = denied.iter().any(|n| n.contains(&ip));
+            if denied_here && !allowed.iter().any(|n| n.contains(&ip)) && !out.contains(&(ip, port)) {
+                out.push((ip, port));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn config_map(ctx: &Ctx, conf: &str) -> ConfigMap {
@@ -225,6 +263,12 @@ fn service(ctx: &Ctx) -> Option<Service> {
     if ctx.tls_secret.is_some() {
         ports.push(service_port("turns", t.tls_port, t.tls_port, "TCP"));
     }
+    // With NodePort, clients reach TURN on the node at the very port it is announced on.
+    if t.exposure == Exposure::NodePort {
+        for p in &mut ports {
+            p.node_port = Some(p.port);
+        }
+    }
     // Local traffic policy keeps the client's address, which coturn sees as the allocation's source.
     external_service(
         ctx.meta("turn", Component::Turn),
@@ -232,6 +276,13 @@ fn service(ctx: &Ctx) -> Option<Service> {
         ctx.selector(Component::Turn),
         ports,
     )
+}
+
+/// The one name TURN over TLS is announced at: `spec.turn.host` when it is a DNS name and the
+/// Bridge has a certificate (which then covers it, see [`Ctx::certificate_names`]).
+pub fn tls_host(ctx: &Ctx) -> Option<&str> {
+    ctx.tls_secret.as_ref()?;
+    ctx.spec.turn.tls_host()
 }
 
 /// The TURN URIs clients get: the same hosts and ports the engine hands out.
@@ -244,9 +295,9 @@ pub fn uris(ctx: &Ctx) -> Vec<String> {
     for host in &ctx.turn_hosts {
         v.push(format!("turn:{host}:{}?transport=udp", t.port));
         v.push(format!("turn:{host}:{}?transport=tcp", t.port));
-        if ctx.tls_secret.is_some() {
-            v.push(format!("turns:{host}:{}?transport=tcp", t.tls_port));
-        }
+    }
+    if let Some(host) = tls_host(ctx).filter(|_| !ctx.turn_hosts.is_empty()) {
+        v.push(format!("turns:{host}:{}?transport=tcp", t.tls_port));
     }
     v
 }
@@ -331,6 +382,27 @@ mod tests {
     }
 
     #[test]
+    fn own_sfu_endpoints_in_denied_ranges_are_allowed_exactly() {
+        let mut ctx = sample_ctx();
+        ctx.sfu[0].advertise = vec!["10.20.0.5".into()];
+        ctx.sfu[1].advertise = vec!["203.0.113.11".into()];
+        let conf = rendered(&ctx).expect("renders");
+        let allowed: Vec<&str> = conf
+            .lines()
+            .filter_map(|l| l.strip_prefix("allowed-peer-ip="))
+            .collect();
+        // The spec's own exception, then the internal SFU address; the public one needs none.
+        assert_eq!(allowed, ["10.1.2.3", "10.20.0.5"]);
+        assert_eq!(
+            own_sfu_endpoints(&ctx).expect("endpoints"),
+            [("10.20.0.5".parse().expect("ip"), 31000)]
+        );
+        // Already allowed by the spec: nothing added.
+        ctx.sfu[0].advertise = vec!["10.1.2.3".into()];
+        assert!(own_sfu_endpoints(&ctx).expect("endpoints").is_empty());
+    }
+
+    #[test]
     fn no_tls_no_reloader_no_turns() {
         let mut ctx = sample_ctx();
         ctx.tls_secret = None;
@@ -345,6 +417,20 @@ mod tests {
             .and_then(|s| s.ports)
             .expect("ports");
         assert!(!ports.iter().any(|p| p.name.as_deref() == Some("turns")));
+    }
+
+    #[test]
+    fn node_port_turn_listens_where_it_is_announced() {
+        let mut ctx = sample_ctx();
+        ctx.spec.turn.exposure = Exposure::NodePort;
+        ctx.spec.turn.port = 30478;
+        ctx.spec.turn.tls_port = 30479;
+        let ports = service(&ctx).and_then(|s| s.spec).and_then(|s| s.ports).expect("ports");
+        let pairs: Vec<(i32, Option<i32>)> = ports.iter().map(|p| (p.port, p.node_port)).collect();
+        assert_eq!(
+            pairs,
+            [(30478, Some(30478)), (30478, Some(30478)), (30479, Some(30479))]
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod ca;
 pub mod certificate;
 pub mod context;
 pub mod coturn;
+pub mod ingress;
 pub mod network_policy;
 pub mod objects;
 pub mod placement;

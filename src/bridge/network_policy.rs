@@ -3,8 +3,8 @@
 //! and nothing else. This module holds the policies every engine shares (default deny, DNS,
 //! TURN) and the helpers engines write their own flows with.
 //!
-//! TURN egress mirrors `deniedPeerCIDRs`/`allowedPeerCIDRs` at the network level, a second
-//! fence behind coturn's own peer check. IPv4-mapped IPv6 entries (`::ffff:0:0/96`) are left
+//! TURN egress mirrors `deniedPeerCIDRs`/`allowedPeerCIDRs` (and the Bridge's own SFU endpoints
+//! in a denied range) at the network level, a second fence behind coturn's own peer check. IPv4-mapped IPv6 entries (`::ffff:0:0/96`) are left
 //! out: Kubernetes refuses IPv4-mapped addresses in policies, and the kernel sends such
 //! traffic as IPv4, where the IPv4 exceptions already apply.
 
@@ -164,11 +164,16 @@ fn turn_policy(ctx: &Ctx) -> Result<NetworkPolicy, serde_json::Error> {
             .filter(|n| !is_v4_mapped(n))
             .map(|n| ip(&n.to_string(), Vec::new())),
     );
-    let egress_rules = if to.is_empty() {
+    let mut egress_rules = if to.is_empty() {
         Vec::new()
     } else {
         vec![egress(Some(to), None)]
     };
+    // The Bridge's own SFU endpoints in a denied range: that address, that UDP port only.
+    for (addr, p) in super::coturn::own_sfu_endpoints(ctx)? {
+        let host = IpNet::from(addr).to_string();
+        egress_rules.push(egress(Some(vec![ip(&host, Vec::new())]), Some(vec![port(p, "UDP")])));
+    }
     Ok(policy(
         ctx,
         "allow-turn",
@@ -253,6 +258,24 @@ mod tests {
         assert_eq!(
             (relay.port, relay.end_port),
             (Some(IntOrString::Int(49152)), Some(65535))
+        );
+    }
+
+    #[test]
+    fn turn_reaches_its_own_internal_sfu_on_its_port_only() {
+        let mut ctx = sample_ctx();
+        ctx.sfu[1].advertise = vec!["10.20.0.6".into()];
+        let egress = by_name(&ctx, "meet-allow-turn")
+            .spec
+            .and_then(|s| s.egress)
+            .expect("egress");
+        let own = egress.last().expect("rule");
+        let to = own.to.clone().expect("to");
+        assert_eq!(to[0].ip_block.as_ref().map(|b| b.cidr.as_str()), Some("10.20.0.6/32"));
+        let ports = own.ports.clone().expect("ports");
+        assert_eq!(
+            (ports[0].port.clone(), ports[0].protocol.as_deref()),
+            (Some(IntOrString::Int(31001)), Some("UDP"))
         );
     }
 

@@ -274,7 +274,7 @@ pub(crate) mod fixtures {
             "tls": {"issuerRef": {"name": "letsencrypt", "kind": "ClusterIssuer"}},
             "ingress": {"className": "nginx", "annotations": {"example.com/a": "b"}},
             "sfu": {"replicas": 2, "drainTimeout": "1h30m"},
-            "turn": {"credentialTTL": "2h", "allowedPeerCIDRs": ["10.1.2.3/32"]}
+            "turn": {"host": "turn.example.com", "credentialTTL": "2h", "allowedPeerCIDRs": ["10.1.2.3/32"]}
         }))
         .expect("valid spec");
         Ctx {
@@ -289,10 +289,12 @@ pub(crate) mod fixtures {
                 block_owner_deletion: Some(true),
             },
             images: spec.images.resolve(),
+            cluster: Default::default(),
             secret_name: "meet-secrets".into(),
             tls_secret: Some("meet-tls".into()),
             secrets_revision: None,
             room_limits: Default::default(),
+            open_rooms: Default::default(),
             sfu: vec![
                 SfuReplica {
                     index: 0,
@@ -307,7 +309,7 @@ pub(crate) mod fixtures {
                     advertise: vec![],
                 },
             ],
-            turn_hosts: vec!["198.51.100.7".into(), "turn.example.com".into()],
+            turn_hosts: vec!["turn.example.com".into()],
             spec,
         }
     }

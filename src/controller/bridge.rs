@@ -2,11 +2,10 @@
 //! Only this module and `apply` talk to the API; everything it decides comes from pure
 //! functions fed with what the caches hold.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -17,28 +16,67 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tracing::Instrument;
 
+use super::context::pod_resource;
 use super::{Context, Error, status, tls};
 use crate::api::Exposure;
-use crate::api::bridge::{Bridge, BridgeStatus, SfuStatus};
+use crate::api::bridge::{Bridge, BridgeSpec, BridgeStatus, Engine, SfuStatus};
+use crate::apply::ApplyError;
 pub use crate::bridge::context::OWNER_KIND;
 use crate::bridge::context::{Ctx, SfuReplica};
 use crate::bridge::{coturn, placement, secrets, sfu as pool};
-use crate::conditions::{Reason, Type, condition as cond};
+use crate::conditions::{self, Reason, Type, condition as cond};
 use crate::labels;
-use crate::meeting::{self, capacity};
+use crate::meeting::{self, capacity, validate};
 use crate::{apply, clock, engine, turn};
 
 /// One reconcile of one Bridge.
 pub async fn reconcile(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Action, Error> {
     let span = tracing::info_span!("reconcile", bridge = %format!("{}/{}", bridge.namespace().unwrap_or_default(), bridge.name_any()));
     let started = std::time::Instant::now();
-    let result = reconcile_bridge(bridge, cx.clone()).instrument(span).await;
+    let result = reconcile_bridge(bridge.clone(), cx.clone())
+        .instrument(span.clone())
+        .await;
     cx.metrics.reconcile_done(
         "Bridge",
         started.elapsed(),
         result.as_ref().map(|_| ()).map_err(|e| e.reason().as_str()),
     );
+    if let Err(err) = &result {
+        report_failure(&cx, &bridge, err).instrument(span).await;
+    }
     result
+}
+
+/// A failed reconcile shows in status: `Reconciled=False` with the error's kind as the reason,
+/// and `Ready=False` unless the failure was only the API server being briefly unreachable. The
+/// next successful reconcile writes `Reconciled=True` again. A stale cache is not reported:
+/// it is retried within a second and says nothing about the Bridge.
+async fn report_failure(cx: &Context, bridge: &Bridge, err: &Error) {
+    if matches!(err, Error::Stale(_)) {
+        return;
+    }
+    let generation = bridge.metadata.generation;
+    let mut status = current_status(bridge);
+    let message = err.to_string();
+    conditions::set(
+        &mut status.conditions,
+        cond(Type::Reconciled, false, err.reason(), &message, generation),
+    );
+    if !err.is_transient() {
+        conditions::set(
+            &mut status.conditions,
+            cond(
+                Type::Ready,
+                false,
+                err.reason(),
+                &format!("the last reconcile failed: {message}"),
+                generation,
+            ),
+        );
+    }
+    if let Err(e) = patch_status(cx, bridge, status).await {
+        tracing::warn!(error = %e, "the failure could not be written into status");
+    }
 }
 
 async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Action, Error> {
@@ -63,6 +101,7 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
             &format!("spec.turn: {bad:?} is not a CIDR"),
             generation,
         ));
+        conditions.push(cond(Type::Reconciled, true, Reason::Succeeded, "", generation));
         patch_status(
             &cx,
             &bridge,
@@ -82,23 +121,38 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     let reservation = capacity::plan(&bridge.spec.sfu, hosted.iter().map(|m| &m.spec), now);
     let nodes = cx.nodes.state();
     let services = cx.store(super::Kind::Service);
-    let sfu = placement::plan(
+    let lb = |svc: &str| load_balancer(&services, &ns, svc);
+    let placed = placement::plan(
         &bridge.spec,
         &name,
         reservation.replicas,
         nodes.iter().map(|n| &**n),
-        |svc| lb_address(&services, &ns, svc),
+        &current_placement(&cx, &bridge.spec, &ns, &name),
+        now,
+        |svc| lb(svc).ips.into_iter().next(),
     );
+    let sfu = placed.replicas.clone();
     let owner = bridge
         .controller_owner_ref(&())
         .ok_or(Error::MissingField("metadata.uid"))?;
-    let mut ctx = Ctx::new(&name, &ns, owner, &bridge.spec, sfu);
+    let mut ctx = Ctx::new(&name, &ns, owner, &bridge.spec, sfu, &cx.cluster);
+    ctx.turn_hosts = placement::turn_hosts(
+        &bridge.spec,
+        nodes.iter().map(|n| &**n),
+        &lb(&labels::child_name(&name, "turn")),
+    );
     ctx.room_limits = meeting::room_limits(
         hosted
             .iter()
             .map(|m| (m.metadata.name.as_deref().unwrap_or_default(), &m.spec)),
         Some(now),
     );
+    let bookings: Vec<validate::Booking<'_>> = on_bridge.iter().map(|m| validate::Booking::of(m)).collect();
+    let (open_rooms, rooms_change) = match bridge.spec.engine {
+        Engine::LiveKit => meeting::open_rooms(&bookings, &name, &bridge.spec, Some(now)),
+        Engine::Jitsi => Default::default(),
+    };
+    ctx.open_rooms = open_rooms;
     ctx.secrets_revision = ensure_generated_secret(&cx, &bridge, &ctx).await?;
     let tls = tls::tls_state(&cx, &bridge, &ctx).await?;
     ctx.tls_secret = tls.secret.clone();
@@ -109,9 +163,14 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     // Apply what differs from the caches; nothing is sent for what already matches.
     let mut wanted = BTreeSet::new();
     let mut writes = 0;
-    // Children the API server refuses for a reason in the cluster (a NodePort another Service
-    // holds): reported as a condition, retried later, never a hot error loop.
-    let mut refused = Vec::new();
+    // Children written now: the cache still holds their previous version, whose readiness says
+    // nothing about the new one (a Deployment rolling out new settings is not ready yet).
+    let mut changed = BTreeSet::new();
+    let mut written = BTreeSet::new();
+    // Children refused for a reason in the cluster (a NodePort another Service holds, a quota,
+    // RBAC, an admission policy, a foreign object holding the name): the others are still
+    // applied, the refusals become a condition, and they are retried later, never in a hot loop.
+    let mut refused: Vec<(Reason, String)> = Vec::new();
     for child in &desired {
         if child.resource.group == "cert-manager.io" && !cx.cert_manager {
             continue;
@@ -119,34 +178,43 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
         wanted.insert((child.resource.kind.clone(), child.name().to_string()));
         let live = cx.live(child);
         match apply::apply(&cx.client, child, live.as_deref()).await {
-            Ok(true) => writes += 1,
+            Ok(true) => {
+                writes += 1;
+                changed.insert(child.name().to_string());
+                written.insert(child.key());
+            }
             Ok(false) => {}
-            Err(kube::Error::Api(s)) if s.code == 422 => refused.push(format!("{}: {}", child.key(), s.message)),
-            Err(e) => return Err(Error::Apply(child.key(), e)),
+            Err(e @ ApplyError::Foreign { .. }) => refused.push((Reason::ChildConflict, e.to_string())),
+            Err(ApplyError::Api(e)) => match (super::refusal(&e), &e) {
+                (Some(reason), kube::Error::Api(s)) => {
+                    refused.push((reason, format!("{}: {}", child.key(), s.message)))
+                }
+                _ => return Err(Error::Apply(child.key(), e)),
+            },
         }
     }
-    if !refused.is_empty() {
-        let reason = if refused.iter().any(|r| r.contains("already allocated")) {
-            Reason::PortInUse
-        } else {
-            Reason::ChildRefused
-        };
+    if let Some((reason, _)) = refused.first() {
+        let all: Vec<&str> = refused.iter().map(|(_, m)| m.as_str()).collect();
         conditions.push(cond(
             Type::ChildrenApplied,
             false,
-            reason,
-            &format!("the API server refused: {}", refused.join("; ")),
+            *reason,
+            &format!("refused: {}", all.join("; ")),
             generation,
         ));
     }
+    announce_moves(&cx, &bridge, &ctx, &placed.moves, &written).await;
     for keep in tls.keep.iter().chain([&ctx.secret_name]) {
         wanted.insert(("Secret".to_string(), keep.clone()));
     }
     prune(&cx, &bridge, &ns, &uid, &wanted).await?;
 
     // Status from the caches.
-    let ready = |kind, suffix: &str| cx.workload_ready(kind, &ns, &labels::child_name(&name, suffix));
-    let (workloads, described) = engine::signalling(bridge.spec.engine);
+    let ready = |kind, suffix: &str| {
+        let child = labels::child_name(&name, suffix);
+        !changed.contains(&child) && cx.workload_ready(kind, &ns, &child)
+    };
+    let (workloads, described) = engine::signalling(&bridge.spec);
     let signalling = workloads.iter().all(|w| ready(super::Kind::Deployment, w));
     conditions.push(cond(
         Type::SignallingReady,
@@ -161,42 +229,56 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
         .collect();
     let ready_sfu = ready_replicas.iter().filter(|r| **r).count() as i32;
     let addressed = sfu.iter().all(|r| !r.advertise.is_empty());
+    // A load balancer with only a host name (AWS NLB, for one) cannot be advertised: ICE
+    // candidates are IP addresses, and the name may resolve to addresses that do not reach the
+    // replica. Waiting would never end, so it is said.
+    let named_only: Vec<String> = sfu
+        .iter()
+        .filter(|r| r.advertise.is_empty())
+        .filter_map(|r| {
+            let svc = ctx.child_name(&pool::suffix(r));
+            let l = lb(&svc);
+            (l.ips.is_empty() && !l.hostnames.is_empty()).then(|| format!("{svc} ({})", l.hostnames.join(", ")))
+        })
+        .collect();
     // The pool serves once its minimum (`sfu.replicas`) runs; replicas added for a
     // reservation are capacity ahead of time, and while they start the Bridge stays Ready, so
     // new Meetings still get their links.
     let base = usize::try_from(bridge.spec.sfu.replicas).unwrap_or(1).max(1);
     let serving = ready_replicas.iter().take(base).all(|r| *r);
     let sfu_ok = serving && addressed;
-    let sfu_reason = if !addressed {
-        Reason::AwaitingAddress
-    } else if !serving {
-        Reason::Starting
-    } else if ready_sfu < sfu.len() as i32 {
-        Reason::Scaling
+    let (sfu_reason, sfu_message) = if !named_only.is_empty() {
+        (
+            Reason::AddressNotIp,
+            format!(
+                "load balancers report only host names, and ICE needs IP addresses: {}; use exposure NodePort or HostPort, or set spec.sfu.media.advertiseAddresses",
+                named_only.join("; ")
+            ),
+        )
+    } else if !addressed {
+        (
+            Reason::AwaitingAddress,
+            format!(
+                "{ready_sfu}/{} replicas ready; waiting for addresses to advertise",
+                sfu.len()
+            ),
+        )
     } else {
-        Reason::Running
-    };
-    conditions.push(cond(
-        Type::SfuReady,
-        sfu_ok,
-        sfu_reason,
-        &format!("{ready_sfu}/{} replicas ready", sfu.len()),
-        generation,
-    ));
-    let turn_ok = !bridge.spec.turn.enabled || ready_turn(&cx, &bridge, &ns, &name);
-    conditions.push(cond(
-        Type::TurnReady,
-        turn_ok,
-        if !bridge.spec.turn.enabled {
-            Reason::Disabled
-        } else if turn_ok {
-            Reason::Running
-        } else {
+        let reason = if !serving {
             Reason::Starting
-        },
-        "coturn",
-        generation,
-    ));
+        } else if ready_sfu < sfu.len() as i32 {
+            Reason::Scaling
+        } else {
+            Reason::Running
+        };
+        (reason, format!("{ready_sfu}/{} replicas ready", sfu.len()))
+    };
+    conditions.push(cond(Type::SfuReady, sfu_ok, sfu_reason, &sfu_message, generation));
+    let turn_kind = match bridge.spec.turn.exposure {
+        Exposure::HostPort => super::Kind::DaemonSet,
+        _ => super::Kind::Deployment,
+    };
+    conditions.push(turn_condition(&bridge, &ctx, ready(turn_kind, "turn"), generation));
     let all = conditions.iter().all(|c| c.status == "True");
     conditions.insert(
         0,
@@ -208,6 +290,7 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
             generation,
         ),
     );
+    conditions.push(cond(Type::Reconciled, true, Reason::Succeeded, "", generation));
 
     let status = BridgeStatus {
         observed_generation: generation,
@@ -222,7 +305,10 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
             available_participants: reservation.available(&bridge.spec.sfu),
         }),
     };
-    if let Some(sfu) = &status.sfu {
+    // A Bridge deleted while this reconcile ran (its children's deletions bring reconciles too)
+    // has had its series removed when its watch saw the deletion: do not bring them back.
+    let deleted = cx.bridges.get(&ObjectRef::from_obj(&*bridge)).is_none();
+    if let (Some(sfu), false) = (&status.sfu, deleted) {
         cx.metrics.set_bridge_capacity(
             &ns,
             &name,
@@ -236,17 +322,84 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     }
     let status_written = patch_status(&cx, &bridge, status).await?;
     tracing::info!(writes, status_written, "reconciled");
-    // Wake exactly when something is due: a certificate renewal or a Meeting entering or
-    // leaving its reservation.
+    // Wake exactly when something is due: a certificate renewal, a Meeting entering or leaving
+    // its reservation, or (LiveKit) a room opening or closing.
     let retry = (!refused.is_empty()).then(|| now + chrono::Duration::seconds(60));
-    let due = [tls.renew_at, reservation.next_change, retry]
-        .into_iter()
-        .flatten()
-        .min();
+    let due = [
+        tls.renew_at,
+        reservation.next_change,
+        rooms_change,
+        retry,
+        placed.recheck_at,
+    ]
+    .into_iter()
+    .flatten()
+    .min();
     Ok(match due {
         Some(at) => Action::requeue(clock::until(cx.clock.now(), at)),
         None => Action::await_change(),
     })
+}
+
+/// Where each SFU replica of Bridge `name` is pinned now (from its cached StatefulSet), and
+/// whether its pod waits for a node that cannot take it (from the cached pod).
+fn current_placement(cx: &Context, spec: &BridgeSpec, ns: &str, name: &str) -> BTreeMap<i32, placement::Current> {
+    let (statefulsets, pods) = (cx.store(super::Kind::StatefulSet), cx.pods.clone());
+    (0..spec.sfu.max_replicas())
+        .filter_map(|i| {
+            let sts_name = labels::child_name(name, &format!("sfu-{i}"));
+            let sts =
+                statefulsets.get(&ObjectRef::new_with(&sts_name, super::Kind::StatefulSet.resource()).within(ns))?;
+            let pod = pods.get(&ObjectRef::new_with(&format!("{sts_name}-0"), pod_resource()).within(ns));
+            let json = |o: &DynamicObject| serde_json::to_value(o).unwrap_or_default();
+            Some((
+                i,
+                placement::Current {
+                    node: placement::pinned_node(&json(&sts)),
+                    unschedulable_since: pod.and_then(|p| placement::unschedulable_since(&json(&p))),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// A replica moving to another node gets an Event saying where, why and what it advertises
+/// now, once: when its StatefulSet was rewritten. Its old pod drains first (the StatefulSet
+/// replaces it gracefully).
+async fn announce_moves(
+    cx: &Context,
+    bridge: &Bridge,
+    ctx: &Ctx,
+    moves: &[placement::Move],
+    written: &BTreeSet<String>,
+) {
+    for m in moves {
+        if !written.contains(&format!("StatefulSet/{}", ctx.child_name(&format!("sfu-{}", m.index)))) {
+            continue;
+        }
+        let advertise = ctx
+            .sfu
+            .iter()
+            .find(|r| r.index == m.index)
+            .map(SfuReplica::endpoint)
+            .unwrap_or_default();
+        cx.event(
+            &bridge.object_ref(&()),
+            EventType::Normal,
+            "SFUMoved",
+            "Place",
+            format!(
+                "SFU replica {} moves from node {} to node {}: {}; it advertises {advertise} from now on, after its pod on {} has drained (at most {})",
+                ctx.child_name(&format!("sfu-{}", m.index)),
+                m.from,
+                m.to,
+                m.why.as_str(),
+                m.from,
+                bridge.spec.sfu.drain_timeout
+            ),
+        )
+        .await;
+    }
 }
 
 /// Whether a Bridge reads the Secret `name` (its own TLS Secret or the one cert-manager writes).
@@ -258,60 +411,96 @@ pub fn uses_secret(bridge: &Bridge, name: &str) -> bool {
     }
 }
 
-fn ready_turn(cx: &Context, bridge: &Bridge, ns: &str, name: &str) -> bool {
-    let n = labels::child_name(name, "turn");
-    match bridge.spec.turn.exposure {
-        Exposure::HostPort => cx.workload_ready(super::Kind::DaemonSet, ns, &n),
-        _ => cx.workload_ready(super::Kind::Deployment, ns, &n),
-    }
+/// `TURNReady`: `AwaitingAddress` until clients have an address to reach TURN at (the TURN
+/// servers may run, but nothing can be announced), then the servers' readiness.
+fn turn_condition(bridge: &Bridge, ctx: &Ctx, servers_ready: bool, generation: Option<i64>) -> Condition {
+    let t = &bridge.spec.turn;
+    let (ok, reason, message) = if !t.enabled {
+        (true, Reason::Disabled, "TURN is off".to_string())
+    } else if ctx.turn_hosts.is_empty() {
+        let waiting = match t.exposure {
+            Exposure::LoadBalancer => format!(
+                "the load balancer of Service {} has no address yet",
+                ctx.child_name("turn")
+            ),
+            Exposure::NodePort | Exposure::HostPort => "no node has an ExternalIP".to_string(),
+        };
+        (
+            false,
+            Reason::AwaitingAddress,
+            format!("no address to announce TURN at: {waiting}; or set spec.turn.host"),
+        )
+    } else {
+        (
+            servers_ready,
+            if servers_ready {
+                Reason::Running
+            } else {
+                Reason::Starting
+            },
+            format!("coturn at {}", ctx.turn_hosts.join(", ")),
+        )
+    };
+    cond(Type::TurnReady, ok, reason, &message, generation)
 }
 
-fn lb_address(services: &Store<DynamicObject>, ns: &str, name: &str) -> Option<String> {
-    let svc = services.get(&ObjectRef::new_with(name, super::Kind::Service.resource()).within(ns))?;
-    let ingress = svc
-        .data
-        .get("status")?
-        .get("loadBalancer")?
-        .get("ingress")?
-        .as_array()?;
-    ingress
-        .iter()
-        .find_map(|i| i.get("ip").and_then(|v| v.as_str()).map(str::to_string))
+/// What the cached Service `name` says about its load balancer; empty when pending or absent.
+fn load_balancer(services: &Store<DynamicObject>, ns: &str, name: &str) -> placement::LoadBalancer {
+    services
+        .get(&ObjectRef::new_with(name, super::Kind::Service.resource()).within(ns))
+        .map(|svc| placement::load_balancer(&svc.data))
+        .unwrap_or_default()
 }
 
 /// Creates the generated Secret once, with random values, and replaces values only when a
-/// rotation is requested (see [`secrets::ROTATE_ANNOTATION`]). Returns the rotation the values
-/// belong to. Values survive restarts and GitOps never sees them.
+/// rotation is requested (see [`secrets::ROTATE_ANNOTATION`]) or a key of the engine's set is
+/// missing (an operator upgrade that adds one). Returns the rotation the values belong to.
+/// Values survive restarts and GitOps never sees them.
 async fn ensure_generated_secret(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Result<Option<String>, Error> {
     let (name, ns) = (&ctx.secret_name, &ctx.namespace);
+    let engine = bridge.spec.engine;
     let requested = bridge.annotations().get(secrets::ROTATE_ANNOTATION).cloned();
-    let live = cx.cached_secret(ns, name);
+    let live = cx.owned_secret(ns, name, &ctx.owner.uid);
     let current = live
         .as_ref()
         .and_then(|l| l.annotations().get(secrets::ROTATION_ANNOTATION).cloned());
-    let rotate: Vec<&str> = match (&live, &requested) {
-        (None, _) => secrets::KEYS.to_vec(),
-        (Some(_), Some(r)) if current.as_ref() != Some(r) => secrets::keys_to_rotate(
+    let old = |k: &str| live.as_deref().and_then(|l| super::secret_value(l, k));
+    let keys = secrets::keys(engine);
+    let missing: Vec<&str> = keys.iter().copied().filter(|k| old(k).is_none()).collect();
+    // Exactly the generated keys: one added by hand is removed, one deleted by hand is
+    // generated again (its old value is gone); every other value is kept as it is.
+    let exact = live
+        .as_deref()
+        .is_some_and(|l| super::secret_keys(l) == keys.iter().map(|k| k.to_string()).collect());
+    let rotating = live.is_some() && requested.is_some() && current != requested;
+    if !rotating && missing.is_empty() && exact {
+        return Ok(current);
+    }
+    let mut rotate = missing;
+    if rotating {
+        rotate.extend(secrets::keys_to_rotate(
+            engine,
             bridge
                 .annotations()
                 .get(secrets::ROTATE_KEYS_ANNOTATION)
                 .map(String::as_str),
-        ),
-        _ => return Ok(current),
-    };
-    let old = |k: &str| live.as_deref().and_then(|l| super::secret_value(l, k));
-    let data = secrets::KEYS
+        ));
+    }
+    let data = keys
         .iter()
         .map(|k| {
             let value = match old(k) {
                 Some(v) if !rotate.contains(k) => v,
-                _ => random_secret().into_bytes(),
+                _ => secrets::generate(k).into_bytes(),
             };
             (k.to_string(), ByteString(value))
         })
         .collect();
+    // The rotation recorded is the one these values belong to: a new Secret takes the
+    // requested one as done; filling a missing key keeps the current one.
+    let revision = if rotating || live.is_none() { requested } else { current };
     let mut metadata = ctx.meta(secrets::SUFFIX, labels::Component::Secrets);
-    metadata.annotations = requested
+    metadata.annotations = revision
         .clone()
         .map(|r| [(secrets::ROTATION_ANNOTATION.to_string(), r)].into());
     let secret = Secret {
@@ -320,8 +509,8 @@ async fn ensure_generated_secret(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Re
         type_: Some("Opaque".into()),
         ..Secret::default()
     };
-    super::put_secret(&cx.client, secret, live.as_deref()).await?;
-    if live.is_some() {
+    super::put_secret(&cx.client, secret, live.as_deref().map(|l| &l.metadata)).await?;
+    if rotating {
         cx.event(
             &bridge.object_ref(&()),
             EventType::Normal,
@@ -334,14 +523,7 @@ async fn ensure_generated_secret(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Re
         )
         .await;
     }
-    Ok(requested)
-}
-
-/// 32 random bytes, URL-safe base64: fits every component's config syntax.
-fn random_secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::fill(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    Ok(revision)
 }
 
 /// Deletes children of this Bridge that are no longer desired. Only objects carrying this
@@ -359,10 +541,11 @@ async fn prune(
             let is_ours = obj.metadata.namespace.as_deref() == Some(ns)
                 && obj.labels().get(labels::INSTANCE) == Some(&name)
                 && obj.labels().get(labels::OWNER_KIND).map(String::as_str) == Some(OWNER_KIND)
-                && obj
-                    .owner_references()
-                    .iter()
-                    .any(|o| o.controller == Some(true) && o.uid == uid);
+                && obj.owner_references().iter().any(|o| {
+                    // This Bridge's, or a deleted predecessor's of the same name (see
+                    // `apply::predecessor`) that the garbage collector has not removed yet.
+                    o.controller == Some(true) && (o.uid == uid || (o.kind == "Bridge" && o.name == name))
+                });
             let obj_name = obj.name_any();
             // One already terminating (a StatefulSet draining its pods) needs no second delete.
             let terminating = obj.metadata.deletion_timestamp.is_some();
@@ -409,14 +592,21 @@ async fn patch_status(cx: &Context, bridge: &Bridge, new: BridgeStatus) -> Resul
 
 /// A condition turning False for a reason a human must act on becomes a Warning Event, and the
 /// Bridge turning Ready a Normal one; each once, on the transition.
+/// A failed reconcile (`Reconciled=False`) is always a Warning. Two conditions turning False
+/// for the same reason (a failure makes both `Reconciled` and `Ready` False) make one Event.
 async fn announce_transitions(cx: &Context, bridge: &Bridge, old: &[Condition], new: &[Condition]) {
+    let mut warned = BTreeSet::new();
     for c in new {
         let before = old.iter().find(|o| o.type_ == c.type_);
         if before.is_some_and(|b| b.status == c.status && b.reason == c.reason) {
             continue;
         }
-        let actionable = Reason::parse(&c.reason).is_some_and(Reason::needs_action);
+        let actionable =
+            c.type_ == Type::Reconciled.as_str() || Reason::parse(&c.reason).is_some_and(Reason::needs_action);
         if c.status == "False" && actionable {
+            if !warned.insert(c.reason.clone()) {
+                continue;
+            }
             cx.event(
                 &bridge.object_ref(&()),
                 EventType::Warning,

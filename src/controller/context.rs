@@ -1,14 +1,14 @@
 //! What every reconcile shares: the client, the caches of every child kind, the indexes kept
 //! beside them, the clock, the metrics and the Event publisher.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, ObjectMeta, PostParams};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Client, ResourceExt};
@@ -19,8 +19,8 @@ use super::watch::{Credentials, Indexes, Synced};
 use crate::api::{Bridge, Meeting};
 use crate::child::Child;
 use crate::clock::Clock;
-use crate::labels;
 use crate::metrics::Metrics;
+use crate::{apply, labels};
 
 /// Child kinds the operator creates and caches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,15 +95,24 @@ impl Kind {
 /// TLS Secrets Bridges bring, by `(namespace, name)`: the resourceVersion read and the Secret.
 pub(super) type TlsSecrets = HashMap<(String, String), (String, Arc<Secret>)>;
 
+/// The Pod resource, for the cache of SFU pods.
+pub fn pod_resource() -> ApiResource {
+    ApiResource::erase::<Pod>(&())
+}
+
 /// What every reconcile shares: the client and the caches.
 pub struct Context {
     pub client: Client,
     pub(super) stores: Vec<(Kind, Store<DynamicObject>)>,
     pub nodes: Store<Node>,
+    /// The SFU pods of Bridges, to see one waiting for a node that cannot take it.
+    pub pods: Store<DynamicObject>,
     /// Whether cert-manager's Certificate kind is served (decided at start).
     pub cert_manager: bool,
     /// What "now" is for schedules and certificate renewal.
     pub clock: Clock,
+    /// The cluster the Bridges run in, from the operator's flags.
+    pub cluster: crate::bridge::context::Cluster,
     pub bridges: Store<Bridge>,
     pub meetings: Store<Meeting>,
     /// Meetings by Bridge, credentials Secrets as digests, other Secrets' versions.
@@ -144,6 +153,11 @@ impl Context {
 
     /// Publishes an Event about `object`. Events are best effort: a failure is logged, never
     /// fails the reconcile.
+    ///
+    /// Every call makes an Event of its own. kube's `Recorder` folds a repeat of the same
+    /// reason about the same object into a series that keeps the first note, so a second
+    /// replica move or a refusal of another child would show the first one's message; the
+    /// operator publishes only on transitions and writes, so there is no flood to fold.
     pub async fn event(&self, object: &ObjectReference, type_: EventType, reason: &str, action: &str, note: String) {
         self.events.publish(object, type_, reason, action, note).await;
     }
@@ -168,7 +182,10 @@ impl Context {
     /// shows the same resourceVersion; read again only when it changed. `None`: it does not
     /// exist.
     pub async fn tls_secret(&self, ns: &str, name: &str) -> Result<Option<Arc<Secret>>, Error> {
-        if let Some(cached) = self.cached_secret(ns, name) {
+        let cached = self
+            .store(Kind::Secret)
+            .get(&ObjectRef::new_with(name, Kind::Secret.resource()).within(ns));
+        if let Some(cached) = cached {
             let secret = serde_json::to_value(&*cached)
                 .and_then(serde_json::from_value)
                 .map_err(|e| Error::Build(format!("Secret/{name}: {e}")))?;
@@ -202,10 +219,15 @@ impl Context {
         self.tls.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A Secret of a Bridge from the cache (the generated one, the CA, the serving certificate).
-    pub fn cached_secret(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
+    /// A Secret the operator made for the parent with uid `owner` (the generated values, the
+    /// CA, the serving certificate), from the cache. A Secret of that name controlled by
+    /// anything else (a deleted parent of the same name whose children the garbage collector
+    /// has not removed yet, or someone's own) is not this parent's: its values are never used,
+    /// and writing this parent's replaces the predecessor's or reports the foreign one.
+    pub fn owned_secret(&self, ns: &str, name: &str, owner: &str) -> Option<Arc<DynamicObject>> {
         self.store(Kind::Secret)
             .get(&ObjectRef::new_with(name, Kind::Secret.resource()).within(ns))
+            .filter(|s| apply::controller_uid(&s.metadata) == Some(owner))
     }
 
     /// The cached live version of a desired child.
@@ -217,7 +239,7 @@ impl Context {
     }
 
     /// Whether a cached Deployment, StatefulSet or DaemonSet has all its pods ready and is
-    /// up to date with its spec.
+    /// up to date with its spec: its rollout is complete.
     pub fn workload_ready(&self, kind: Kind, ns: &str, name: &str) -> bool {
         let Some(obj) = self
             .store(kind)
@@ -235,7 +257,8 @@ impl Context {
         let observed = int("observedGeneration") >= obj.metadata.generation.unwrap_or(0);
         match kind {
             Kind::DaemonSet => {
-                observed && int("desiredNumberScheduled") > 0 && int("numberReady") == int("desiredNumberScheduled")
+                let desired = int("desiredNumberScheduled");
+                observed && desired > 0 && int("updatedNumberScheduled") == desired && int("numberReady") == desired
             }
             _ => {
                 let want = obj
@@ -244,7 +267,9 @@ impl Context {
                     .and_then(|s| s.get("replicas"))
                     .and_then(serde_json::Value::as_i64)
                     .unwrap_or(1);
-                observed && int("readyReplicas") >= want
+                // As `kubectl rollout status`: every pod on the current template and ready, and
+                // none of an older one left (a Recreate rollout still counts old ready pods).
+                observed && int("updatedReplicas") >= want && int("readyReplicas") >= want && int("replicas") <= want
             }
         }
     }
@@ -256,21 +281,45 @@ pub fn secret_value(secret: &DynamicObject, key: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(b64).ok()
 }
 
-/// Creates a Secret the operator owns, or replaces the cached version of it. The replace
-/// carries the cached resourceVersion, so a stale cache can never overwrite a newer value: the
-/// conflict sends the reconcile round again with the fresh object.
-pub async fn put_secret(client: &Client, secret: Secret, live: Option<&DynamicObject>) -> Result<(), Error> {
-    let version = live.map(|l| l.resource_version().unwrap_or_default());
-    put_secret_at(client, secret, version).await
+/// The keys of a cached Secret's data.
+pub fn secret_keys(secret: &DynamicObject) -> BTreeSet<String> {
+    secret
+        .data
+        .get("data")
+        .and_then(serde_json::Value::as_object)
+        .map(|d| d.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
-/// [`put_secret`] given only the cached resourceVersion (`None`: the Secret does not exist).
-/// The Secret's content replaces the live one's whole: keys someone else added go too.
-pub async fn put_secret_at(client: &Client, mut secret: Secret, version: Option<String>) -> Result<(), Error> {
+/// Creates a Secret the operator owns, or replaces the cached version of it. The replace
+/// carries the cached resourceVersion, so a stale cache can never overwrite a newer value: the
+/// conflict sends the reconcile round again with the fresh object. A Secret of that name that
+/// the operator does not control is never replaced. `live` is the cached metadata of the Secret
+/// (a Meeting's credentials are cached as their metadata and a digest); the content written
+/// replaces the live one's whole, keys someone else added included.
+pub async fn put_secret(client: &Client, mut secret: Secret, live: Option<&ObjectMeta>) -> Result<(), Error> {
     let name = secret.metadata.name.clone().unwrap_or_default();
     let ns = secret.metadata.namespace.clone().unwrap_or_default();
-    let exists = version.is_some();
-    secret.metadata.resource_version = version;
+    let key = format!("Secret/{name}");
+    let dynamic: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &Kind::Secret.resource());
+    // A deleted parent's Secret of this name holds its values, never to be reused: it goes,
+    // and this one is made afresh.
+    let live = match live {
+        Some(l) if apply::predecessor(&secret.metadata, l) => {
+            let mut old = DynamicObject::new(&name, &Kind::Secret.resource()).within(&ns);
+            old.metadata = l.clone();
+            apply::delete_predecessor(&dynamic, &key, &old)
+                .await
+                .map_err(|e| Error::Apply(key.clone(), e))?;
+            None
+        }
+        other => other,
+    };
+    if let Some(l) = live {
+        apply::check_owner(&key, &secret.metadata, l).map_err(|e| Error::applying(key.clone(), e))?;
+    }
+    let exists = live.is_some();
+    secret.metadata.resource_version = live.and_then(|l| l.resource_version.clone());
     let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let pp = PostParams {
         field_manager: Some(labels::FIELD_MANAGER.into()),
@@ -283,7 +332,23 @@ pub async fn put_secret_at(client: &Client, mut secret: Secret, version: Option<
     };
     match result {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Stale(format!("Secret/{name}"))),
-        Err(e) => Err(Error::Apply(format!("Secret/{name}"), e)),
+        // It exists though the cache has none: the cache is behind (then it is ours and the
+        // next round sees it), or someone else made it.
+        Err(kube::Error::Api(s)) if s.code == 409 && live.is_none() => {
+            let existing = dynamic.get_opt(&name).await.map_err(|e| Error::Read(key.clone(), e))?;
+            if let Some(other) = existing {
+                if apply::predecessor(&secret.metadata, &other.metadata) {
+                    apply::delete_predecessor(&dynamic, &key, &other)
+                        .await
+                        .map_err(|e| Error::Apply(key.clone(), e))?;
+                } else {
+                    apply::check_owner(&key, &secret.metadata, &other.metadata)
+                        .map_err(|e| Error::applying(key.clone(), e))?;
+                }
+            }
+            Err(Error::Stale(key))
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Stale(key)),
+        Err(e) => Err(Error::Apply(key, e)),
     }
 }

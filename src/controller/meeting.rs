@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -18,12 +20,14 @@ use tracing::Instrument;
 
 use super::watch::Credentials;
 use super::{Context, Error, Kind, status};
-use crate::api::bridge::{AuthMode, Bridge};
-use crate::api::meeting::{Meeting, MeetingStatus, Phase};
+use crate::api::bridge::{AuthMode, Bridge, Engine};
+use crate::api::meeting::{KeyDistribution, LinkValidity, Meeting, MeetingStatus, Phase};
 use crate::bridge::secrets;
-use crate::conditions::{Reason, Type, condition as cond};
+use crate::conditions::{self, Reason, Type, condition as cond};
+use crate::engine::livekit::links as livekit;
 use crate::labels;
-use crate::meeting::{self, capacity, credentials, schedule, validate};
+use crate::meeting::credentials::Signer;
+use crate::meeting::{self, capacity, credentials, e2ee_key, schedule, validate};
 use crate::{apply, clock};
 
 pub use crate::meeting::OWNER_KIND;
@@ -31,15 +35,51 @@ pub use crate::meeting::OWNER_KIND;
 pub async fn reconcile(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Action, Error> {
     let key = format!("{}/{}", meeting.namespace().unwrap_or_default(), meeting.name_any());
     let started = std::time::Instant::now();
-    let result = reconcile_meeting(meeting, cx.clone())
-        .instrument(tracing::info_span!("reconcile", meeting = %key))
+    let span = tracing::info_span!("reconcile", meeting = %key);
+    let result = reconcile_meeting(meeting.clone(), cx.clone())
+        .instrument(span.clone())
         .await;
     cx.metrics.reconcile_done(
         "Meeting",
         started.elapsed(),
         result.as_ref().map(|_| ()).map_err(|e| e.reason().as_str()),
     );
+    if let Err(err) = &result {
+        report_failure(&cx, &meeting, err).instrument(span).await;
+    }
     result
+}
+
+/// A failed reconcile shows in status: `Reconciled=False` with the error's kind as the reason
+/// and, unless the API server was only briefly unreachable, `Ready=False`; the phase and the
+/// links already issued stay. The next successful reconcile clears it. A stale cache is
+/// retried within a second and not reported.
+async fn report_failure(cx: &Context, meeting: &Meeting, err: &Error) {
+    if matches!(err, Error::Stale(_)) {
+        return;
+    }
+    let generation = meeting.metadata.generation;
+    let mut status = meeting.status.clone().unwrap_or_default();
+    let message = err.to_string();
+    conditions::set(
+        &mut status.conditions,
+        cond(Type::Reconciled, false, err.reason(), &message, generation),
+    );
+    if !err.is_transient() {
+        conditions::set(
+            &mut status.conditions,
+            cond(
+                Type::Ready,
+                false,
+                err.reason(),
+                &format!("the last reconcile failed: {message}"),
+                generation,
+            ),
+        );
+    }
+    if let Err(e) = patch_status(cx, meeting, status).await {
+        tracing::warn!(error = %e, "the failure could not be written into status");
+    }
 }
 
 /// What the reconcile decided, before it is written as status.
@@ -48,7 +88,10 @@ struct Outcome {
     ready: (bool, Reason, String),
     capacity: Option<(bool, Reason, String)>,
     url: Option<String>,
+    /// Whether the credentials Secret stays; `false` withdraws the links.
     credentials: bool,
+    /// The validity of the links the Secret holds.
+    window: Option<schedule::Window>,
     due: Option<DateTime<Utc>>,
 }
 
@@ -60,6 +103,7 @@ impl Outcome {
             capacity: None,
             url: None,
             credentials: false,
+            window: None,
             due: None,
         }
     }
@@ -76,10 +120,13 @@ async fn reconcile_meeting(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Ac
     let now = cx.clock.now();
 
     let outcome = decide(&cx, &meeting, &ns, &name, now, live.as_ref()).await?;
-    if !outcome.credentials && live.is_some() {
-        // Links must stop being handed out once the Meeting cannot or no longer runs.
-        let secret = DynamicObject::new(&secret_name, &Kind::Secret.resource()).within(&ns);
-        apply::delete(&cx.client, &Kind::Secret.resource(), &secret)
+    // Links must stop being handed out once the Meeting cannot or no longer runs; only a
+    // Secret this Meeting controls is ever deleted.
+    let ours = |c: &Credentials| apply::controller_uid(&c.meta) == meeting.metadata.uid.as_deref();
+    if let Some(c) = live.as_ref().filter(|c| !outcome.credentials && ours(c)) {
+        let mut obj = DynamicObject::new(&secret_name, &Kind::Secret.resource()).within(&ns);
+        obj.metadata = c.meta.clone();
+        apply::delete(&cx.client, &Kind::Secret.resource(), &obj)
             .await
             .map_err(|e| Error::Apply(format!("Secret/{secret_name}"), e))?;
     }
@@ -95,11 +142,20 @@ async fn reconcile_meeting(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Ac
     if let Some((ok, reason, msg)) = &outcome.capacity {
         conditions.push(cond(Type::CapacityReserved, *ok, *reason, msg, generation));
     }
+    if let Some((ok, reason, msg)) = e2ee_limit(&cx, &meeting, &ns, outcome.phase) {
+        conditions.push(cond(Type::E2eeAvailable, ok, reason, &msg, generation));
+    }
+    conditions.push(cond(Type::Reconciled, true, Reason::Succeeded, "", generation));
+    let links = outcome.window.filter(|_| outcome.credentials).map(|w| LinkValidity {
+        valid_from: whole_seconds(w.not_before),
+        valid_until: whole_seconds(w.expires),
+    });
     let status = MeetingStatus {
         observed_generation: generation,
         phase: Some(outcome.phase),
         url: outcome.url.clone(),
         credentials_secret: outcome.credentials.then(|| secret_name.clone()),
+        links,
         conditions,
     };
     let written = patch_status(&cx, &meeting, status).await?;
@@ -119,6 +175,9 @@ async fn decide(
     live: Option<&Credentials>,
 ) -> Result<Outcome, Error> {
     let spec = &meeting.spec;
+    // What a Secret of this name says about links already out counts only when this Meeting
+    // controls it (not a deleted namesake's, not someone else's).
+    let own = live.filter(|l| apply::controller_uid(&l.meta) == meeting.metadata.uid.as_deref());
     let Some(bridge) = cx.bridges.get(&ObjectRef::<Bridge>::new(&spec.bridge).within(ns)) else {
         return Ok(Outcome::waiting(
             Phase::Pending,
@@ -158,6 +217,7 @@ async fn decide(
             capacity: None,
             url: Some(url),
             credentials: false,
+            window: None,
             due: None,
         });
     }
@@ -166,9 +226,18 @@ async fn decide(
             .iter()
             .any(|c| c.type_ == Type::Ready.as_str() && c.status == "True")
     });
-    // Before the first issuance a Meeting waits for a ready Bridge; once links exist, a Bridge
-    // briefly not ready (a pod restarting) does not take them away.
-    if !bridge_ready && live.is_none() {
+    // Before the first issuance a Meeting waits for a ready Bridge. Once links were issued, a
+    // Bridge briefly not ready (a pod restarting) does not take them away, and a credentials
+    // Secret deleted by hand comes back with the same links (the window is in status).
+    let issued = meeting
+        .status
+        .as_ref()
+        .and_then(|s| s.links.as_ref())
+        .map(|l| schedule::Window {
+            not_before: l.valid_from,
+            expires: l.valid_until,
+        });
+    if !bridge_ready && own.is_none() && issued.is_none() {
         let mut o = Outcome::waiting(
             Phase::Pending,
             Reason::BridgeNotReady,
@@ -179,43 +248,50 @@ async fn decide(
         return Ok(o);
     }
 
-    let key = match bridge.spec.auth.mode {
-        AuthMode::Open => None,
-        AuthMode::Jwt => match app_secret(cx, ns, &spec.bridge) {
-            Some(k) => Some(k),
-            None => {
-                let mut o = Outcome::waiting(
-                    Phase::Pending,
-                    Reason::AwaitingBridgeSecret,
-                    format!("waiting for Bridge {}'s generated app secret", spec.bridge),
-                );
-                o.capacity = Some(capacity);
-                return Ok(o);
-            }
-        },
+    let owner = meeting
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingField("metadata.uid"))?;
+    let Some(keys) = bridge_keys(cx, ns, &bridge) else {
+        let mut o = Outcome::waiting(
+            Phase::Pending,
+            Reason::AwaitingBridgeSecret,
+            format!("waiting for Bridge {}'s generated secrets", spec.bridge),
+        );
+        o.capacity = Some(capacity);
+        // Links already out stay until they can be signed again.
+        if let Some(l) = own {
+            o.phase = phase;
+            o.credentials = true;
+            o.window = l.window;
+        }
+        return Ok(o);
     };
-    let recorded = live.and_then(|l| l.window);
+    let passphrase = passphrase(cx, meeting, ns, name, &bridge, &owner).await?;
+    let recorded = own.and_then(|l| l.window).or(issued);
     let window = schedule::window(spec, now, recorded);
+    let signer = match &keys {
+        BridgeKeys::Open => Signer::Open,
+        BridgeKeys::Jitsi(secret) => Signer::Jitsi(secret),
+        BridgeKeys::LiveKit { api_key, api_secret } => Signer::LiveKit(livekit::Keys {
+            api_key,
+            api_secret,
+            e2ee: spec.e2ee.unwrap_or(bridge.spec.e2ee),
+            key_distribution: spec.key_distribution,
+            passphrase: passphrase.as_deref(),
+        }),
+    };
     let input = credentials::Input {
         domain: &bridge.spec.domain,
         room: &room,
         spec,
-        key: key.as_deref(),
+        signer,
         window,
     };
-    let owner = meeting
-        .controller_owner_ref(&())
-        .ok_or(Error::MissingField("metadata.uid"))?;
     let secret = credentials::secret(credentials::meta(name, ns, owner), &input)
         .map_err(|e| Error::Build(format!("signing join tokens: {e}")))?;
     // The cache keeps a digest of the live Secret, not its links: write when they differ.
     if live.map(|l| l.digest) != Some(credentials::digest(&secret)) {
-        super::put_secret_at(
-            &cx.client,
-            secret,
-            live.map(|l| l.resource_version.clone().unwrap_or_default()),
-        )
-        .await?;
+        super::put_secret(&cx.client, secret, live.map(|l| &l.meta)).await?;
     }
 
     // Standing rooms wake to renew their tokens; scheduled ones at their next phase.
@@ -245,14 +321,108 @@ async fn decide(
         capacity: Some(capacity),
         url: Some(url),
         credentials: true,
+        window: Some(window),
         due,
     })
 }
 
-/// The Bridge's JWT app secret, from the cache of its generated Secret.
-fn app_secret(cx: &Context, ns: &str, bridge: &str) -> Option<Vec<u8>> {
-    let obj = cx.cached_secret(ns, &labels::child_name(bridge, secrets::SUFFIX))?;
-    super::secret_value(&obj, secrets::JWT_APP_SECRET)
+/// `E2EEAvailable` for a Meeting that runs (or will) on an existing Bridge.
+fn e2ee_limit(cx: &Context, meeting: &Meeting, ns: &str, phase: Phase) -> Option<(bool, Reason, String)> {
+    if matches!(phase, Phase::Invalid | Phase::Ended) {
+        return None;
+    }
+    let bridge = cx
+        .bridges
+        .get(&ObjectRef::<Bridge>::new(&meeting.spec.bridge).within(ns))?;
+    meeting::e2ee::condition(&meeting.spec, &bridge.spec)
+}
+
+/// What a Bridge's links are signed with, read from the cache of its generated Secret.
+enum BridgeKeys {
+    Open,
+    Jitsi(Vec<u8>),
+    LiveKit { api_key: String, api_secret: Vec<u8> },
+}
+
+/// The Bridge's signing keys; `None` until its generated Secret holds them.
+fn bridge_keys(cx: &Context, ns: &str, bridge: &Bridge) -> Option<BridgeKeys> {
+    if bridge.spec.engine == Engine::Jitsi && bridge.spec.auth.mode == AuthMode::Open {
+        return Some(BridgeKeys::Open);
+    }
+    // Only a Secret this very Bridge controls: a deleted namesake's keys must never sign links.
+    let obj = cx.owned_secret(
+        ns,
+        &labels::child_name(&bridge.name_any(), secrets::SUFFIX),
+        bridge.uid().as_deref()?,
+    )?;
+    let value = |k| super::secret_value(&obj, k).filter(|v| !v.is_empty());
+    Some(match bridge.spec.engine {
+        Engine::Jitsi => BridgeKeys::Jitsi(value(secrets::JWT_APP_SECRET)?),
+        Engine::LiveKit => BridgeKeys::LiveKit {
+            api_key: String::from_utf8(value(secrets::LIVEKIT_API_KEY)?).ok()?,
+            api_secret: value(secrets::LIVEKIT_API_SECRET)?,
+        },
+    })
+}
+
+/// The Meeting's E2EE passphrase on a LiveKit Bridge with `keyDistribution: Link`, created once
+/// and replaced only on a rekey (see [`e2ee_key`]); `None` otherwise, and with `OutOfBand` a
+/// passphrase left from before is deleted, so nobody in the cluster holds one.
+async fn passphrase(
+    cx: &Context,
+    meeting: &Meeting,
+    ns: &str,
+    name: &str,
+    bridge: &Bridge,
+    owner: &OwnerReference,
+) -> Result<Option<String>, Error> {
+    let secret_name = e2ee_key::secret_name(name);
+    // Only this very Meeting's passphrase: a deleted namesake's must never be handed out again.
+    let live = cx
+        .store(Kind::Secret)
+        .get(&ObjectRef::new_with(&secret_name, Kind::Secret.resource()).within(ns))
+        .filter(|l| apply::controller_uid(&l.metadata) == Some(owner.uid.as_str()));
+    if bridge.spec.engine != Engine::LiveKit || meeting.spec.key_distribution == KeyDistribution::OutOfBand {
+        if let Some(obj) = live.as_deref() {
+            apply::delete(&cx.client, &Kind::Secret.resource(), obj)
+                .await
+                .map_err(|e| Error::Apply(format!("Secret/{secret_name}"), e))?;
+        }
+        return Ok(None);
+    }
+    let current = live.as_deref().map(|l| {
+        super::secret_value(l, e2ee_key::KEY)
+            .and_then(|v| String::from_utf8(v).ok())
+            .unwrap_or_default()
+    });
+    let rekeyed = live
+        .as_deref()
+        .and_then(|l| l.annotations().get(e2ee_key::REKEYED_ANNOTATION).cloned());
+    let requested = meeting.annotations().get(e2ee_key::REKEY_ANNOTATION).cloned();
+    match e2ee_key::plan(current.as_deref(), rekeyed.as_deref(), requested.as_deref()) {
+        e2ee_key::Plan::Keep(k) => Ok(Some(k)),
+        e2ee_key::Plan::Generate { rekey, replaces } => {
+            let k = crate::engine::livekit::token::new_passphrase();
+            let secret = e2ee_key::secret(e2ee_key::meta(name, ns, owner.clone()), &k, rekey.as_deref());
+            super::put_secret(&cx.client, secret, live.as_deref().map(|l| &l.metadata)).await?;
+            if replaces {
+                cx.event(
+                    &meeting.object_ref(&()),
+                    EventType::Normal,
+                    "Rekeyed",
+                    "Rekey",
+                    format!("new E2EE passphrase in Secret {secret_name}; every link is reissued"),
+                )
+                .await;
+            }
+            Ok(Some(k))
+        }
+    }
+}
+
+/// An instant without its fraction of a second, as tokens and annotations carry it.
+fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
 }
 
 fn fmt(t: Option<DateTime<Utc>>) -> String {
@@ -263,9 +433,44 @@ fn fmt(t: Option<DateTime<Utc>>) -> String {
 /// Event.
 async fn patch_status(cx: &Context, meeting: &Meeting, new: MeetingStatus) -> Result<bool, Error> {
     let (phase, ready) = (new.phase, new.conditions.first().map(|c| c.message.clone()));
+    let e2ee = find_condition(&new.conditions, Type::E2eeAvailable).cloned();
+    let failed = new
+        .conditions
+        .iter()
+        .find(|c| c.type_ == Type::Reconciled.as_str() && c.status == "False")
+        .cloned();
     let Some(old) = status::patch(cx, meeting, new).await? else {
         return Ok(false);
     };
+    // A failed reconcile is a Warning, once, when it starts failing or fails for a new reason.
+    if let Some(f) = failed
+        && !old
+            .conditions
+            .iter()
+            .any(|c| c.type_ == f.type_ && c.status == f.status && c.reason == f.reason)
+    {
+        cx.event(
+            &meeting.object_ref(&()),
+            EventType::Warning,
+            &f.reason,
+            "Reconcile",
+            f.message,
+        )
+        .await;
+    }
+    // A Required room that may outgrow its engine's E2EE limit is announced once, on the turn.
+    if let Some(c) = e2ee.filter(|c| c.status == "False")
+        && find_condition(&old.conditions, Type::E2eeAvailable).is_none_or(|o| o.status != "False")
+    {
+        cx.event(
+            &meeting.object_ref(&()),
+            EventType::Warning,
+            &c.reason,
+            "Validate",
+            c.message,
+        )
+        .await;
+    }
     if old.phase != phase
         && let Some(phase) = phase
     {
@@ -288,6 +493,10 @@ async fn patch_status(cx: &Context, meeting: &Meeting, new: MeetingStatus) -> Re
         .await;
     }
     Ok(true)
+}
+
+fn find_condition(conditions: &[Condition], type_: Type) -> Option<&Condition> {
+    conditions.iter().find(|c| c.type_ == type_.as_str())
 }
 
 pub fn error_policy(_meeting: Arc<Meeting>, err: &Error, _cx: Arc<Context>) -> Action {

@@ -8,7 +8,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Resource;
 use kube::api::DynamicObject;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
 
 use super::{Context, Error};
 use crate::api::bridge::Bridge;
@@ -98,16 +97,15 @@ async fn own_ca(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Result<TlsState, Er
     let ca_name = ctx.child_name(ca::CA_SUFFIX);
     let tls_name = certificate::tls_secret_name(ctx);
     let keep = vec![ca_name.clone(), tls_name.clone()];
-    let secrets = cx.store(super::Kind::Secret);
-    let cached =
-        |name: &str| secrets.get(&ObjectRef::new_with(name, super::Kind::Secret.resource()).within(&ctx.namespace));
+    let cached = |name: &str| cx.owned_secret(&ctx.namespace, name, &ctx.owner.uid);
     let live_ca = cached(&ca_name);
     let live_tls = cached(&tls_name);
 
     let mut ca_pem = live_ca
         .as_deref()
         .and_then(|o| pem_pair(o, ca::CA_CERT_KEY, ca::CA_KEY_KEY));
-    if let Some(why) = ca::check_ca(ca_pem.as_ref(), now) {
+    let issue_ca = ca::check_ca(ca_pem.as_ref(), now);
+    if let Some(why) = issue_ca {
         let fresh = ca::new_ca(&ctx.namespace, &ctx.name, now)?;
         let data = [(ca::CA_CERT_KEY, &fresh.cert), (ca::CA_KEY_KEY, &fresh.key)];
         write_secret(cx, ctx, &ca_name, "Opaque", &data, live_ca.as_deref()).await?;
@@ -115,12 +113,29 @@ async fn own_ca(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Result<TlsState, Er
         ca_pem = Some(fresh);
     }
     let ca_pem = ca_pem.ok_or(Error::MissingField("CA certificate"))?;
+    let ca_data = [(ca::CA_CERT_KEY, &ca_pem.cert), (ca::CA_KEY_KEY, &ca_pem.key)];
+    // A key added by hand is removed; the certificate and key stay exactly as they are.
+    if issue_ca.is_none() && live_ca.as_deref().is_some_and(|l| !same_keys(l, &ca_data)) {
+        write_secret(cx, ctx, &ca_name, "Opaque", &ca_data, live_ca.as_deref()).await?;
+    }
 
     let serving = live_tls.as_deref().and_then(|o| pem_pair(o, "tls.crt", "tls.key"));
-    let serving = match ca::check_serving(serving.as_ref(), &ca_pem, &ctx.spec.domain, now) {
-        None => serving.ok_or(Error::MissingField("serving certificate"))?,
+    let names = ctx.certificate_names();
+    let serving = match ca::check_serving(serving.as_ref(), &ca_pem, &names, now) {
+        None => {
+            let serving = serving.ok_or(Error::MissingField("serving certificate"))?;
+            let data = [
+                ("tls.crt", &serving.cert),
+                ("tls.key", &serving.key),
+                (ca::CA_CERT_KEY, &ca_pem.cert),
+            ];
+            if live_tls.as_deref().is_some_and(|l| !same_keys(l, &data)) {
+                write_secret(cx, ctx, &tls_name, "kubernetes.io/tls", &data, live_tls.as_deref()).await?;
+            }
+            serving
+        }
         Some(why) => {
-            let fresh = ca::issue(&ca_pem, &ctx.spec.domain, now)?;
+            let fresh = ca::issue(&ca_pem, &names, now)?;
             let data = [
                 ("tls.crt", &fresh.cert),
                 ("tls.key", &fresh.key),
@@ -135,7 +150,7 @@ async fn own_ca(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Result<TlsState, Er
                 "IssueCertificate",
                 format!(
                     "Conclave CA issued a certificate for {} into Secret {tls_name} ({}), valid until {until}",
-                    ctx.spec.domain,
+                    names.join(", "),
                     why.as_str()
                 ),
             )
@@ -172,6 +187,11 @@ fn pem_pair(obj: &DynamicObject, cert: &str, key: &str) -> Option<ca::Pem> {
     })
 }
 
+/// Whether a cached Secret has exactly the keys of `data`.
+fn same_keys(obj: &DynamicObject, data: &[(&str, &String)]) -> bool {
+    super::secret_keys(obj) == data.iter().map(|(k, _)| k.to_string()).collect()
+}
+
 /// Writes one of the certificate Secrets (see [`super::put_secret`]).
 async fn write_secret(
     cx: &Context,
@@ -193,5 +213,5 @@ async fn write_secret(
         ),
         ..Secret::default()
     };
-    super::put_secret(&cx.client, secret, live).await
+    super::put_secret(&cx.client, secret, live.map(|l| &l.metadata)).await
 }

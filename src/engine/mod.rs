@@ -6,7 +6,7 @@
 pub mod jitsi;
 pub mod livekit;
 
-use crate::api::bridge::Engine;
+use crate::api::bridge::{BridgeSpec, Engine};
 use crate::bridge::context::Ctx;
 use crate::bridge::{certificate, coturn, network_policy};
 use crate::child::Child;
@@ -20,6 +20,10 @@ pub fn desired(ctx: &Ctx) -> Result<Vec<Child>, serde_json::Error> {
             out.extend(jitsi::build(ctx)?);
             jitsi::network_policy::build(ctx)
         }
+        Engine::LiveKit => {
+            out.extend(livekit::build(ctx)?);
+            livekit::network_policy::build(ctx)
+        }
     };
     out.extend(coturn::build(ctx)?);
     out.extend(network_policy::build(ctx, policies)?);
@@ -28,9 +32,20 @@ pub fn desired(ctx: &Ctx) -> Result<Vec<Child>, serde_json::Error> {
 
 /// The Deployments (by name suffix) that carry the engine's signalling; the Bridge serves
 /// nobody until all are ready. With a description for the condition message.
-pub fn signalling(engine: Engine) -> (&'static [&'static str], &'static str) {
+pub fn signalling(spec: &BridgeSpec) -> (Vec<&'static str>, &'static str) {
+    match spec.engine {
+        Engine::Jitsi => (jitsi::SIGNALLING.to_vec(), "prosody, jicofo and web"),
+        Engine::LiveKit => livekit::signalling(spec),
+    }
+}
+
+/// The room size from which the engine's clients cannot keep E2EE on for everyone, if the
+/// engine has one. Conclave's LiveKit join page encrypts from the first frame whatever the
+/// room's size, so LiveKit has none.
+pub fn e2ee_room_limit(engine: Engine) -> Option<i32> {
     match engine {
-        Engine::Jitsi => (&jitsi::SIGNALLING, "prosody, jicofo and web"),
+        Engine::Jitsi => Some(jitsi::E2EE_MAX_MODE_LIMIT),
+        Engine::LiveKit => None,
     }
 }
 
@@ -42,10 +57,21 @@ mod tests {
     use crate::bridge::objects::fixtures::sample_ctx;
     use crate::labels;
 
+    fn both_engines() -> [Ctx; 2] {
+        let mut livekit = sample_ctx();
+        livekit.spec.engine = Engine::LiveKit;
+        [sample_ctx(), livekit]
+    }
+
     #[test]
     fn children_are_unique_owned_and_labelled() {
-        let ctx = sample_ctx();
-        let children = desired(&ctx).expect("builds");
+        for ctx in both_engines() {
+            children_are_unique_owned_and_labelled_for(&ctx);
+        }
+    }
+
+    fn children_are_unique_owned_and_labelled_for(ctx: &Ctx) {
+        let children = desired(ctx).expect("builds");
         let mut seen = BTreeSet::new();
         for c in &children {
             assert!(seen.insert(c.key()), "duplicate {}", c.key());
@@ -98,15 +124,16 @@ mod tests {
 
     #[test]
     fn optional_parts_follow_the_spec() {
-        let mut ctx = sample_ctx();
-        ctx.spec.turn.enabled = false;
-        ctx.spec.tls = None;
-        ctx.spec.ingress = None;
-        let children = desired(&ctx).expect("builds");
-        let keys: Vec<String> = children.iter().map(Child::key).collect();
-        assert!(!keys.iter().any(|k| k.contains("turn")), "{keys:?}");
-        assert!(!keys.iter().any(|k| k.starts_with("Certificate/")), "{keys:?}");
-        assert!(!keys.iter().any(|k| k.starts_with("Ingress/")), "{keys:?}");
+        for mut ctx in both_engines() {
+            ctx.spec.turn.enabled = false;
+            ctx.spec.tls = None;
+            ctx.spec.ingress = None;
+            let children = desired(&ctx).expect("builds");
+            let keys: Vec<String> = children.iter().map(Child::key).collect();
+            assert!(!keys.iter().any(|k| k.contains("turn")), "{keys:?}");
+            assert!(!keys.iter().any(|k| k.starts_with("Certificate/")), "{keys:?}");
+            assert!(!keys.iter().any(|k| k.starts_with("Ingress/")), "{keys:?}");
+        }
     }
 
     /// Walks every JSON object; secret-carrying env vars must only ever use `valueFrom`.
@@ -137,22 +164,62 @@ mod tests {
 
     #[test]
     fn no_secret_value_is_ever_literal() {
-        let ctx = sample_ctx();
         let names = [
             "JWT_APP_SECRET",
             "TURN_CREDENTIALS",
             "JICOFO_AUTH_PASSWORD",
             "JVB_AUTH_PASSWORD",
             "TURN_SECRET",
+            "LIVEKIT_API_KEY",
+            "LIVEKIT_API_SECRET",
+            "REDIS_PASSWORD",
+            "LIVEKIT_REDIS_SENTINEL_PASSWORD",
         ];
-        for c in desired(&ctx).expect("builds") {
-            check_no_literal(&serde_json::to_value(&c.object).expect("json"), &names);
+        for ctx in both_engines() {
+            for c in desired(&ctx).expect("builds") {
+                let v = serde_json::to_value(&c.object).expect("json");
+                check_no_literal(&v, &names);
+                let text = v.to_string();
+                // Redis's password line only exists at container start, as a printf format.
+                for (i, _) in text.match_indices("requirepass ") {
+                    assert!(text[i..].starts_with("requirepass %s"), "{}: {text}", c.key());
+                }
+            }
         }
     }
 
     #[test]
     fn is_deterministic() {
-        let ctx = sample_ctx();
-        assert_eq!(desired(&ctx).expect("a"), desired(&ctx).expect("b"));
+        for ctx in both_engines() {
+            assert_eq!(desired(&ctx).expect("a"), desired(&ctx).expect("b"));
+        }
+    }
+
+    #[test]
+    fn livekit_children_are_livekits_only() {
+        let [jitsi, livekit] = both_engines();
+        let keys = |ctx: &Ctx| -> Vec<String> { desired(ctx).expect("builds").iter().map(Child::key).collect() };
+        let (j, l) = (keys(&jitsi), keys(&livekit));
+        for k in [
+            "Deployment/meet-web",
+            "Service/meet-web",
+            "Ingress/meet-web",
+            "Deployment/meet-turn",
+        ] {
+            assert!(j.contains(&k.to_string()) && l.contains(&k.to_string()), "{k}");
+        }
+        for k in [
+            "Deployment/meet-redis",
+            "Service/meet-signalling",
+            "ConfigMap/meet-sfu-0-config",
+        ] {
+            assert!(l.contains(&k.to_string()) && !j.contains(&k.to_string()), "{k}");
+        }
+        assert!(
+            !l.iter().any(|k| k.contains("prosody") || k.contains("jicofo")),
+            "{l:?}"
+        );
+        assert_eq!(signalling(&livekit.spec).0, ["web", "redis"]);
+        assert_eq!(signalling(&jitsi.spec).0, ["prosody", "jicofo", "web"]);
     }
 }

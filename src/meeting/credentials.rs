@@ -1,5 +1,7 @@
 //! The credentials Secret of a Meeting: one join link per participant, plus `guest` when
-//! guests may join. Pure: the same Meeting, key and window always give the same Secret.
+//! guests may join. Pure: the same Meeting, keys and window always give the same Secret. The
+//! links' shape is the engine's: Jitsi's `?jwt=` here, LiveKit's in
+//! [`crate::engine::livekit::links`].
 
 use std::collections::BTreeMap;
 
@@ -10,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use super::schedule::Window;
 use crate::api::meeting::MeetingSpec;
 use crate::engine::jitsi::token::{self, Identity};
+use crate::engine::livekit::links as livekit;
 use crate::labels::{self, Component};
 
 /// Name suffix of the credentials Secret.
@@ -27,10 +30,19 @@ pub struct Input<'a> {
     pub domain: &'a str,
     pub room: &'a str,
     pub spec: &'a MeetingSpec,
-    /// The Bridge's app secret; `None` for a Bridge without authentication, whose links are
-    /// the plain room URL.
-    pub key: Option<&'a [u8]>,
+    pub signer: Signer<'a>,
     pub window: Window,
+}
+
+/// What the links are signed with, by engine. No `Debug`: it holds secrets.
+#[derive(Clone, Copy)]
+pub enum Signer<'a> {
+    /// A Jitsi Bridge without authentication: links are the plain room URL.
+    Open,
+    /// A Jitsi Bridge's app secret.
+    Jitsi(&'a [u8]),
+    /// A LiveKit Bridge's API key and secret, and the Meeting's E2EE settings and passphrase.
+    LiveKit(livekit::Keys<'a>),
 }
 
 /// Name of the credentials Secret of Meeting `meeting`.
@@ -62,6 +74,11 @@ pub fn keys(spec: &MeetingSpec) -> Vec<String> {
 /// The join links, by Secret key.
 pub fn links(input: &Input<'_>) -> Result<BTreeMap<String, String>, jsonwebtoken::errors::Error> {
     let url = super::room_url(input.domain, input.room);
+    let app_secret = match input.signer {
+        Signer::LiveKit(keys) => return livekit::links(input.domain, input.room, input.spec, &keys, input.window),
+        Signer::Jitsi(secret) => Some(secret),
+        Signer::Open => None,
+    };
     let mut who: Vec<(String, Identity)> = input
         .spec
         .participants
@@ -93,7 +110,7 @@ pub fn links(input: &Input<'_>) -> Result<BTreeMap<String, String>, jsonwebtoken
     }
     let mut out = BTreeMap::new();
     for (key, identity) in who {
-        let link = match input.key {
+        let link = match app_secret {
             Some(secret) => {
                 let claims = token::claims(input.domain, input.room, &identity, input.window);
                 format!("{url}?jwt={}", token::sign(&claims, secret)?)
@@ -192,7 +209,7 @@ mod tests {
             domain: "meet.example.com",
             room: "standup",
             spec: &s,
-            key: Some(b"k"),
+            signer: Signer::Jitsi(b"k"),
             window: w,
         };
         let links = links(&input).expect("links");
@@ -227,7 +244,7 @@ mod tests {
             domain: "meet.example.com",
             room: "standup",
             spec: &s,
-            key: None,
+            signer: Signer::Open,
             window: w,
         };
         assert!(

@@ -1,8 +1,11 @@
 //! The Meeting reconciler's pure parts: its schedule, its join tokens, the capacity it
-//! reserves on its Bridge, and the checks admission cannot make.
+//! reserves on its Bridge, whether its engine can keep E2EE on for its room, and the checks
+//! admission cannot make.
 
 pub mod capacity;
 pub mod credentials;
+pub mod e2ee;
+pub mod e2ee_key;
 pub mod schedule;
 pub mod validate;
 
@@ -61,6 +64,38 @@ pub fn room_limits<'a>(
     limits
 }
 
+/// The rooms of a LiveKit Bridge that exist at `now`: those of the Meetings naming it (given as
+/// bookings) that it can honour, that hold their room (no older overlapping Meeting does), and
+/// whose join window is open; each with its `maxParticipants`. Also when the set next changes.
+/// `now` `None` lists every such Meeting's room, whatever the time (`conclave render`).
+pub fn open_rooms(
+    bookings: &[validate::Booking<'_>],
+    bridge: &str,
+    spec: &BridgeSpec,
+    now: Option<DateTime<Utc>>,
+) -> (BTreeMap<String, Option<i32>>, Option<DateTime<Utc>>) {
+    let mut rooms = BTreeMap::new();
+    let mut next: Option<DateTime<Utc>> = None;
+    for b in bookings {
+        if validate::against_bridge(b.spec, bridge, spec).is_err() || validate::room_taken_by(b, bookings).is_some() {
+            continue;
+        }
+        let open = match now {
+            None => true,
+            Some(now) => {
+                let (phase, change) = schedule::phase_at(b.spec, now);
+                next = [next, change].into_iter().flatten().min();
+                phase == Phase::Open
+            }
+        };
+        if open {
+            let limit = rooms.entry(b.room.clone()).or_insert(b.spec.max_participants);
+            *limit = (*limit).max(b.spec.max_participants);
+        }
+    }
+    (rooms, next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +121,49 @@ mod tests {
             room_limits([("standup", &a)], None),
             BTreeMap::from([("standup".to_string(), 25)])
         );
+    }
+
+    #[test]
+    fn rooms_exist_while_their_meeting_is_open() {
+        let bridge: BridgeSpec =
+            serde_json::from_value(serde_json::json!({"domain": "m.example.com", "engine": "LiveKit"})).expect("b");
+        let standup = spec(serde_json::json!({
+            "bridge": "b", "maxParticipants": 3,
+            "start": "2030-01-01T10:00:00Z", "end": "2030-01-01T11:00:00Z"
+        }));
+        let standing = spec(serde_json::json!({"bridge": "b"}));
+        // Younger, overlapping, same room: RoomInUse, so it opens nothing.
+        let intruder = spec(serde_json::json!({"bridge": "b", "room": "standup", "maxParticipants": 50}));
+        let t0: DateTime<Utc> = "2029-01-01T00:00:00Z".parse().expect("t");
+        let book = |name, spec, secs| validate::Booking {
+            name,
+            created: Some(t0 + chrono::Duration::seconds(secs)),
+            room: room(name, spec),
+            spec,
+        };
+        let all = vec![
+            book("standup", &standup, 0),
+            book("lobby", &standing, 1),
+            validate::Booking {
+                room: "standup".into(),
+                ..book("intruder", &intruder, 2)
+            },
+        ];
+        let at = |s: &str| open_rooms(&all, "b", &bridge, Some(s.parse().expect("t")));
+        assert_eq!(
+            at("2030-01-01T09:00:00Z"),
+            (
+                BTreeMap::from([("lobby".to_string(), None)]),
+                Some("2030-01-01T09:50:00Z".parse().expect("t"))
+            ),
+            "before the window: only the standing room"
+        );
+        let (open, next) = at("2030-01-01T09:50:00Z");
+        assert_eq!(open.get("standup"), Some(&Some(3)), "from 10 minutes before the start");
+        assert_eq!(next, Some("2030-01-01T11:00:00Z".parse().expect("t")));
+        let (open, next) = at("2030-01-01T11:00:00Z");
+        assert!(!open.contains_key("standup"), "closed at its end");
+        assert_eq!(next, None);
+        assert_eq!(open_rooms(&all, "b", &bridge, None).0.len(), 2);
     }
 }

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::api::bridge::BridgeSpec;
-use crate::api::meeting::{Meeting, MeetingSpec};
+use crate::api::bridge::{BridgeSpec, Engine};
+use crate::api::meeting::{KeyDistribution, Meeting, MeetingSpec};
 use crate::conditions::Reason;
 
 /// Why a Meeting cannot be honoured: a condition reason and a message naming the field.
@@ -23,6 +23,14 @@ pub fn against_bridge(spec: &MeetingSpec, bridge_name: &str, bridge: &BridgeSpec
             message: format!(
                 "spec.e2ee: {policy:?} is weaker than Bridge {bridge_name}'s {:?}; a Meeting may only be as strict or stricter",
                 bridge.e2ee
+            ),
+        });
+    }
+    if spec.key_distribution == KeyDistribution::OutOfBand && bridge.engine == Engine::Jitsi {
+        return Err(Invalid {
+            reason: Reason::UnsupportedByEngine,
+            message: format!(
+                "spec.keyDistribution: OutOfBand needs a LiveKit Bridge; Bridge {bridge_name} runs Jitsi, whose clients make their own keys"
             ),
         });
     }
@@ -96,6 +104,18 @@ mod tests {
         assert!(against_bridge(&strict, "meet", &preferred).is_ok());
         assert!(against_bridge(&weak, "meet", &preferred).is_ok());
         assert!(against_bridge(&unset, "meet", &required).is_ok());
+    }
+
+    #[test]
+    fn out_of_band_keys_need_livekit() {
+        let jitsi: BridgeSpec = serde_json::from_value(serde_json::json!({"domain": "m.example.com"})).expect("b");
+        let livekit: BridgeSpec =
+            serde_json::from_value(serde_json::json!({"domain": "m.example.com", "engine": "LiveKit"})).expect("b");
+        let oob = spec(serde_json::json!({"bridge": "meet", "keyDistribution": "OutOfBand"}));
+        let err = against_bridge(&oob, "meet", &jitsi).expect_err("jitsi");
+        assert_eq!(err.reason, Reason::UnsupportedByEngine);
+        assert!(err.message.starts_with("spec.keyDistribution"));
+        assert!(against_bridge(&oob, "meet", &livekit).is_ok());
     }
 
     #[test]

@@ -47,7 +47,7 @@ use kube::api::{Api, PostParams};
 
 pub use controlplane::{ControlPlane, KWOK_NODE_ANNOTATION, NodeCapacity, Options};
 pub use error::Error;
-pub use tools::tools_bin_dir;
+pub use tools::{livekit_bin_dir, tools_bin_dir};
 
 /// Label put on every namespace created by [`namespace`].
 pub const TEST_NAMESPACE_LABEL: (&str, &str) = ("conclave.dev/test", "true");

@@ -112,6 +112,28 @@ pub fn tools_bin_dir() -> Result<PathBuf, Error> {
     if complete { Ok(dir) } else { built_dir() }
 }
 
+/// The directory holding `livekit-server` and `lkclient` (Conclave's LiveKit test client),
+/// from `tests/tools/build.sh livekit`, which builds what is missing or stale (lkclient is
+/// rebuilt when its sources change) and prints the directory. Runs once per process; a warm
+/// call takes milliseconds, a cold build several minutes.
+pub fn livekit_bin_dir() -> Result<PathBuf, Error> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = DIR
+        .get_or_init(|| run_build_script(&["livekit"]).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(Error::Other)?;
+    for name in ["livekit-server", "lkclient"] {
+        if !is_executable(&dir.join(name)) {
+            return Err(Error::MissingBinary {
+                name: name.into(),
+                searched: dir.display().to_string(),
+                hint: format!("`bash {} livekit` should have built it", build_script().display()),
+            });
+        }
+    }
+    Ok(dir)
+}
+
 /// Resolves one binary by the lookup order described in the module docs.
 pub(crate) fn resolve(name: &str) -> Result<PathBuf, Error> {
     let mut searched = Vec::new();

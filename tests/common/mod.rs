@@ -163,3 +163,65 @@ pub async fn create_tls_secret(client: &kube::Client, namespace: &str, name: &st
         .await
         .expect("create the TLS Secret");
 }
+
+/// Events published about an object, as `(type, reason)`.
+pub async fn events_for(client: &kube::Client, ns: &str, name: &str) -> Vec<(String, String)> {
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(client.clone(), ns);
+    events
+        .list(&kube::api::ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
+        .collect()
+}
+
+/// Waits until an Event of `type_` with `reason` about object `name` exists.
+pub async fn wait_event(client: &kube::Client, ns: &str, name: &str, type_: &str, reason: &str) {
+    let want = (type_.to_string(), reason.to_string());
+    testenv::wait_for(
+        &format!("a {type_} Event {reason} about {name}"),
+        Duration::from_secs(60),
+        || {
+            let want = want.clone();
+            async move { events_for(client, ns, name).await.contains(&want).then_some(()) }
+        },
+    )
+    .await;
+}
+
+/// `(status, reason, message)` of a Meeting's condition `type_`.
+pub fn meeting_condition(m: &conclave::api::Meeting, type_: &str) -> Option<(String, String, String)> {
+    m.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Waits until Meeting `name` satisfies `done`; returns it.
+pub async fn wait_meeting(
+    meetings: &kube::Api<conclave::api::Meeting>,
+    name: &str,
+    what: &str,
+    done: impl Fn(&conclave::api::Meeting) -> bool,
+) -> conclave::api::Meeting {
+    testenv::wait_for(&format!("Meeting {name}: {what}"), Duration::from_secs(60), || async {
+        let m = meetings.get(name).await.ok()?;
+        done(&m).then_some(m)
+    })
+    .await
+}
+
+/// `(status, reason, message)` of a Bridge's condition `type_`.
+pub fn condition_message(b: &conclave::api::Bridge, type_: &str) -> Option<(String, String, String)> {
+    b.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}

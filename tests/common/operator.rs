@@ -75,7 +75,11 @@ impl Operator {
             .args(["--http-address", "127.0.0.1:0"])
             .args(args)
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,conclave=debug,kube=warn")
+            // CONCLAVE_OPERATOR_LOG overrides the levels, to debug a test.
+            .env(
+                "RUST_LOG",
+                std::env::var("CONCLAVE_OPERATOR_LOG").unwrap_or_else(|_| "info,conclave=debug,kube=warn".into()),
+            )
             .env_remove("POD_NAME")
             .env_remove("POD_NAMESPACE")
             .envs(env.iter().copied())

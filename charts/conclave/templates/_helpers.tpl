@@ -99,14 +99,23 @@ the deploy/ copy of these rules): no wildcards, no pods, nothing that grants mor
 - apiGroups: ["cert-manager.io"]
   resources: ["certificates"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+{{- /* SFU pods: one that waits for a node that cannot take it is placed elsewhere. Read only. */}}
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
 
-{{/* Node addresses decide what each SFU replica advertises; read only, always cluster-wide. */}}
+{{/* Node addresses decide what each SFU replica advertises; read only, always cluster-wide.
+     cert-manager's Certificate CRD, by name: whether cert-manager is installed. */}}
 {{- define "conclave.clusterRules" -}}
 - apiGroups: [""]
   resources: ["nodes"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  resourceNames: ["certificates.cert-manager.io"]
   verbs: ["get", "list", "watch"]
 {{- end }}

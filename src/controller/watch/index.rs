@@ -144,9 +144,11 @@ impl PhaseCounts {
 
 /// A credentials Secret as cached: not its links, only what the Meeting reconciler needs to
 /// know whether it already holds what it would write (see [`crate::meeting::credentials::digest`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Credentials {
-    pub resource_version: Option<String>,
+    /// Name, uid, resourceVersion and owners only: enough to replace it safely (see
+    /// [`crate::controller::put_secret`]).
+    pub meta: kube::api::ObjectMeta,
     /// The tokens' window recorded on it.
     pub window: Option<Window>,
     pub digest: u64,

@@ -8,6 +8,7 @@
 //! | each child kind of Bridges | slim | its Bridge; a rotated generated Secret also its Meetings |
 //! | Secrets Conclave manages | Bridges' in full, Meetings' credentials as digests | the owner |
 //! | other Secrets, metadata only | resourceVersion | Bridges naming one for TLS |
+//! | SFU pods | slim | their Bridge, while one waits for a node that cannot take it |
 //! | Nodes | slim | every Bridge, when placement inputs changed (not on heartbeats) |
 
 mod cache;
@@ -169,12 +170,12 @@ impl Feeds {
 pub(super) async fn lead(
     client: Client,
     options: &Options,
+    cert_manager: bool,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     shutdown: watch::Receiver<bool>,
 ) {
     let scope = Scope(options.watch_namespace.clone());
-    let cert_manager = serves(&client, "cert-manager.io/v1", "Certificate").await;
     let events = Events::new(client.clone(), std::env::var("POD_NAME").ok());
     let invalid = Arc::new(InvalidObjects::new(metrics.clone(), events.clone()));
     let indexes = Indexes::default();
@@ -286,6 +287,33 @@ pub(super) async fn lead(
         sink,
     );
 
+    // SFU pods: one waiting for a node that cannot take it re-plans its Bridge (placement).
+    let pod_ar = super::context::pod_resource();
+    let pod_writer = Writer::new(pod_ar.clone());
+    let pods = pod_writer.as_reader();
+    let pod_types = TypeMeta {
+        api_version: pod_ar.api_version.clone(),
+        kind: pod_ar.kind.clone(),
+    };
+    let sink = StoreSink::new(
+        "Pod",
+        pod_writer,
+        pod_ar.clone(),
+        Box::new(move |o: &mut DynamicObject| slim::child(o, &pod_types)),
+        relations::sfu_pod(),
+        invalid.clone(),
+    );
+    let sfu_pods = watcher::Config::default().labels(&format!(
+        "{}={},{}={},{}={}",
+        labels::MANAGED_BY_KEY,
+        labels::MANAGED_BY,
+        labels::OWNER_KIND,
+        bridge::OWNER_KIND,
+        labels::COMPONENT,
+        labels::Component::Sfu.as_str()
+    ));
+    feeds.spawn("sfu-pods", watcher(scope.dynamic(&client, &pod_ar), sfu_pods), sink);
+
     // Nodes decide SFU placement and addresses.
     let node_writer: Writer<Node> = Writer::default();
     let nodes = node_writer.as_reader();
@@ -307,8 +335,10 @@ pub(super) async fn lead(
         client,
         stores,
         nodes,
+        pods,
         cert_manager,
         clock: options.clock.clone(),
+        cluster: options.cluster.clone(),
         bridges: bridge_store.clone(),
         meetings: meeting_store.clone(),
         indexes,
@@ -342,12 +372,5 @@ pub(super) async fn lead(
 async fn log_result<T, E: std::fmt::Display>(res: Result<T, E>) {
     if let Err(e) = res {
         tracing::debug!(error = %e, "reconcile result");
-    }
-}
-
-async fn serves(client: &Client, api_version: &str, kind: &str) -> bool {
-    match client.list_api_group_resources(api_version).await {
-        Ok(list) => list.resources.iter().any(|r| r.kind == kind),
-        Err(_) => false,
     }
 }

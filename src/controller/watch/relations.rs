@@ -131,21 +131,28 @@ pub(super) fn meeting(
     })
 }
 
-/// The Bridge controlling a child.
-fn owner(obj: &DynamicObject) -> Option<ObjectRef<Bridge>> {
+/// The controller of a child, if it is a Bridge or a Meeting.
+fn owner(obj: &DynamicObject) -> Option<Trigger> {
     let ns = obj.namespace()?;
-    obj.owner_references()
-        .iter()
-        .find(|o| o.controller == Some(true) && o.kind == "Bridge")
-        .map(|o| ObjectRef::new(&o.name).within(&ns))
+    let o = obj.owner_references().iter().find(|o| o.controller == Some(true))?;
+    match o.kind.as_str() {
+        "Bridge" => Some(Trigger::Bridge(ObjectRef::new(&o.name).within(&ns))),
+        "Meeting" => Some(Trigger::Meeting(ObjectRef::new(&o.name).within(&ns))),
+        _ => None,
+    }
 }
 
-/// Children: their Bridge, on any change (their status is the Bridge's readiness). The
-/// generated Secret changing (a rotation) also re-signs the links of the Bridge's Meetings.
+/// Children: their Bridge, on any change (their status is the Bridge's readiness); a Meeting's
+/// Secret (its E2EE passphrase), its Meeting. The generated Secret changing (a rotation) also
+/// re-signs the links of the Bridge's Meetings.
 pub(super) fn child(kind: Kind, hosted: Arc<Hosted>) -> Hook<DynamicObject> {
     Box::new(move |old, new, out| {
         let Some(any) = new.or(old) else { return };
-        let Some(bridge) = owner(any) else { return };
+        let bridge = match owner(any) {
+            Some(Trigger::Bridge(bridge)) => bridge,
+            Some(other) => return out.push(other),
+            None => return,
+        };
         out.push(Trigger::Bridge(bridge.clone()));
         let generated_secret = kind == Kind::Secret
             && any.labels().get(labels::COMPONENT).map(String::as_str) == Some(labels::Component::Secrets.as_str())
@@ -166,5 +173,20 @@ pub(super) fn node() -> Hook<Node> {
     Box::new(|old, new, out| match (old, new) {
         (Some(o), Some(n)) if !slim::node_changed(o, n) => {}
         _ => out.push(Trigger::AllBridges),
+    })
+}
+
+/// SFU pods: their Bridge, while one waits for a node the scheduler says cannot take it (the
+/// Bridge re-places the replica after a grace period).
+pub(super) fn sfu_pod() -> Hook<DynamicObject> {
+    Box::new(|_, new, out| {
+        let Some(pod) = new else { return };
+        let waiting = serde_json::to_value(pod)
+            .ok()
+            .and_then(|p| crate::bridge::placement::unschedulable_since(&p))
+            .is_some();
+        if let (true, Some(bridge), Some(ns)) = (waiting, pod.labels().get(labels::INSTANCE), pod.namespace()) {
+            out.push(Trigger::Bridge(ObjectRef::new(bridge).within(&ns)));
+        }
     })
 }

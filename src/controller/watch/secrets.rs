@@ -45,7 +45,14 @@ impl Sink<Secret> for CredentialsSink {
             self.seen.insert(key.clone());
         }
         let value = Credentials {
-            resource_version: s.resource_version(),
+            meta: kube::api::ObjectMeta {
+                name: s.metadata.name.clone(),
+                namespace: s.metadata.namespace.clone(),
+                uid: s.metadata.uid.clone(),
+                resource_version: s.metadata.resource_version.clone(),
+                owner_references: s.metadata.owner_references.clone(),
+                ..Default::default()
+            },
             window: credentials::recorded_window(s.annotations()),
             digest: credentials::digest(&s),
         };
@@ -128,15 +135,21 @@ impl Sink<PartialObjectMeta<Secret>> for ForeignSink {
     }
 }
 
-/// Every Secret Conclave manages, from one watch: a Bridge's (the generated one, its CA and
-/// certificate) go to the Bridge's cache in full; a Meeting's credentials become a digest.
+/// Every Secret Conclave manages, from one watch: a Meeting's credentials become a digest; the
+/// others (a Bridge's generated one, its CA and certificate, a Meeting's E2EE passphrase) go to
+/// the Secret cache in full.
 pub(super) struct OwnedSink {
     pub bridges: StoreSink<DynamicObject>,
     pub credentials: CredentialsSink,
 }
 
-fn owned_by_meeting(s: &Secret) -> bool {
+/// A Meeting's credentials Secret (its other Secrets, an E2EE passphrase, are few and small,
+/// and cached whole like a Bridge's).
+fn credentials_of_meeting(s: &Secret) -> bool {
     s.labels().get(labels::OWNER_KIND).map(String::as_str) == Some(crate::meeting::OWNER_KIND)
+        && s.labels()
+            .get(labels::INSTANCE)
+            .is_some_and(|m| s.metadata.name.as_deref() == Some(credentials::secret_name(m).as_str()))
 }
 
 /// A Bridge's Secret as the Bridge's cache holds it (few and small: converting is cheap).
@@ -153,7 +166,7 @@ impl Sink<Secret> for OwnedSink {
     }
 
     fn apply(&mut self, s: Secret, listing: bool, out: &mut Vec<Trigger>) {
-        if owned_by_meeting(&s) {
+        if credentials_of_meeting(&s) {
             self.credentials.apply(s, listing, out);
         } else if let Some(d) = dynamic(s) {
             self.bridges.apply(d, listing, out);
@@ -161,7 +174,7 @@ impl Sink<Secret> for OwnedSink {
     }
 
     fn delete(&mut self, s: Secret, out: &mut Vec<Trigger>) {
-        if owned_by_meeting(&s) {
+        if credentials_of_meeting(&s) {
             self.credentials.delete(s, out);
         } else if let Some(d) = dynamic(s) {
             self.bridges.delete(d, out);

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, EnvVar};
 
-use super::{JVB_BREWERY_MUC, auth_env, jitsi_env, jitsi_scratch};
+use super::{Image, JVB_BREWERY_MUC, jitsi_env, jitsi_scratch};
 use crate::api::bridge::AuthMode;
 use crate::bridge::context::{Ctx, restricted_container, restricted_pod};
 use crate::bridge::objects::{container_port, deployment, env, http_probe, pod_spec, requests, secret_env, template};
@@ -25,8 +25,7 @@ pub fn build(ctx: &Ctx) -> Result<Vec<Child>, serde_json::Error> {
 
 /// Jicofo's environment.
 pub fn env_vars(ctx: &Ctx) -> Vec<EnvVar> {
-    let mut e = jitsi_env(ctx);
-    e.extend(auth_env(ctx));
+    let mut e = jitsi_env(ctx, Image::Jicofo);
     e.extend([
         secret_env(ctx, "JICOFO_AUTH_PASSWORD", secrets::JICOFO_PASSWORD),
         env("JVB_BREWERY_MUC", JVB_BREWERY_MUC),
@@ -88,12 +87,16 @@ mod tests {
         let pod = spec.template.spec.expect("pod");
         let c = &pod.containers[0];
         let v = |n| env_value(c, n);
-        assert_eq!(v("XMPP_SERVER").as_deref(), Some("meet-prosody.conf.svc"));
+        assert_eq!(v("XMPP_SERVER").as_deref(), Some("meet-prosody.conf.svc.cluster.local"));
         assert_eq!(
             v("XMPP_INTERNAL_MUC_DOMAIN").as_deref(),
             Some("internal-muc.meet.example.com")
         );
         assert_eq!(v("JVB_BREWERY_MUC").as_deref(), Some("jvbbrewery"));
+        assert_eq!(v("AUTH_TYPE").as_deref(), Some("jwt"));
+        for unread in ["ENABLE_GUESTS", "XMPP_GUEST_DOMAIN"] {
+            assert_eq!(v(unread), None, "{unread}: the jicofo image does not read it");
+        }
         assert_eq!(v("JICOFO_ENABLE_REST").as_deref(), Some("1"));
         assert_eq!(v("JICOFO_ENABLE_HEALTH_CHECKS").as_deref(), Some("1"));
         assert_eq!(v("JICOFO_ENABLE_AUTH").as_deref(), Some("0"));

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, ContainerPort, EnvVar, ExecAction, Lifecycle, LifecycleHandler};
 
-use super::{JVB_AUTH_USER, JVB_BREWERY_MUC, jitsi_env, jitsi_scratch};
+use super::{Image, JVB_AUTH_USER, JVB_BREWERY_MUC, jitsi_env, jitsi_scratch};
 use crate::api::Exposure;
 use crate::bridge::context::{Ctx, SfuReplica, restricted_container, restricted_pod};
-use crate::bridge::objects::{container_port, env, field_env, http_probe, requests, secret_env, service_port};
+use crate::bridge::objects::{container_port, env, field_env, http_probe, invalid, requests, secret_env, service_port};
 use crate::bridge::secrets;
 use crate::bridge::sfu::{self, ReplicaPod};
 use crate::child::Child;
@@ -23,14 +23,23 @@ pub const GRACEFUL_SHUTDOWN: &str = "/usr/share/jitsi-videobridge/graceful_shutd
 pub fn build(ctx: &Ctx) -> Result<Vec<Child>, serde_json::Error> {
     sfu::build(
         ctx,
-        |r| Ok(pod(ctx, r)),
+        |r| {
+            // Admission refuses these; an object stored before that rule may still carry one.
+            if r.port < 1024 {
+                return Err(invalid(format!(
+                    "spec.sfu.media.port: replica {} would listen on {}, below 1024, which the unprivileged videobridge cannot bind",
+                    r.index, r.port
+                )));
+            }
+            Ok(pod(ctx, r))
+        },
         |r| vec![service_port("media", r.port, r.port, "UDP")],
     )
 }
 
 /// One replica's environment.
 pub fn env_vars(ctx: &Ctx, r: &SfuReplica) -> Vec<EnvVar> {
-    let mut e = jitsi_env(ctx);
+    let mut e = jitsi_env(ctx, Image::Jvb);
     e.extend([
         env("JVB_AUTH_USER", JVB_AUTH_USER),
         secret_env(ctx, "JVB_AUTH_PASSWORD", secrets::JVB_PASSWORD),
@@ -38,6 +47,9 @@ pub fn env_vars(ctx: &Ctx, r: &SfuReplica) -> Vec<EnvVar> {
         env("JVB_PORT", r.port.to_string()),
         // STUN behind SNAT learns the wrong port; the operator knows the right address.
         env("JVB_DISABLE_STUN", "1"),
+        // The pod's own addresses reach nobody outside the cluster; offered as ICE candidates
+        // they only leak the pod network to every client.
+        env("JVB_ADVERTISE_PRIVATE_CANDIDATES", "false"),
         // Identity in the brewery; must be unique, and HOSTNAME is the node's with hostNetwork.
         field_env("JVB_MUC_NICKNAME", "metadata.name"),
         // Both are needed by graceful_shutdown.sh (POST /colibri/shutdown, GET /colibri/stats).
@@ -167,9 +179,13 @@ mod tests {
         assert_eq!(v("JVB_PORT").as_deref(), Some("31000"));
         assert_eq!(v("JVB_ADVERTISE_IPS").as_deref(), Some("203.0.113.10"));
         assert_eq!(v("JVB_DISABLE_STUN").as_deref(), Some("1"));
+        assert_eq!(v("JVB_ADVERTISE_PRIVATE_CANDIDATES").as_deref(), Some("false"));
+        for unread in ["XMPP_DOMAIN", "XMPP_MUC_DOMAIN", "XMPP_GUEST_DOMAIN"] {
+            assert_eq!(v(unread), None, "{unread}: the videobridge image does not read it");
+        }
         assert_eq!(v("COLIBRI_REST_ENABLED").as_deref(), Some("true"));
         assert_eq!(v("SHUTDOWN_REST_ENABLED").as_deref(), Some("true"));
-        assert_eq!(v("XMPP_SERVER").as_deref(), Some("meet-prosody.conf.svc"));
+        assert_eq!(v("XMPP_SERVER").as_deref(), Some("meet-prosody.conf.svc.cluster.local"));
         assert_eq!(
             env_secret_key(c, "JVB_AUTH_PASSWORD").as_deref(),
             Some(secrets::JVB_PASSWORD)
@@ -252,6 +268,16 @@ mod tests {
         assert_eq!(spec.service_name, None);
         let c = &spec.template.spec.expect("pod").containers[0];
         assert_eq!(c.ports.as_ref().expect("ports")[0].host_port, Some(31000));
+    }
+
+    #[test]
+    fn a_privileged_port_is_refused_not_rendered() {
+        let mut ctx = sample_ctx();
+        ctx.sfu[1].port = 1023;
+        let err = build(&ctx).expect_err("refused");
+        assert!(err.to_string().contains("spec.sfu.media.port"), "{err}");
+        ctx.sfu[1].port = 1024;
+        assert!(build(&ctx).is_ok());
     }
 
     #[test]

@@ -45,41 +45,77 @@ pub(crate) fn internal_muc_domain(ctx: &Ctx) -> String {
 pub(crate) fn guest_domain(ctx: &Ctx) -> String {
     format!("guest.{}", ctx.spec.domain)
 }
+/// jitsi-meet's E2EE "max mode" (`MAX_MODE_LIMIT` in its `e2ee` feature): from this many
+/// participants in a room nobody can switch E2EE on any more, and from five more
+/// (`MAX_MODE_THRESHOLD`) the client switches it off for everyone. The web image's client
+/// decides this; no setting changes it.
+pub const E2EE_MAX_MODE_LIMIT: i32 = 20;
 /// The brewery MUC the videobridges join and jicofo watches; must match on both sides.
 pub const JVB_BREWERY_MUC: &str = "jvbbrewery";
 /// XMPP account of the videobridges (`jvb@auth.<domain>`).
 pub const JVB_AUTH_USER: &str = "jvb";
 
-/// Environment every Jitsi container gets: the XMPP domains, where prosody is, and the s6 switch
-/// that lets s6-overlay v3 (uid 1000) accept the root-owned, world-writable emptyDir at `/run`.
-pub(crate) fn jitsi_env(ctx: &Ctx) -> Vec<EnvVar> {
-    vec![
-        env("S6_YES_I_WANT_A_WORLD_WRITABLE_RUN_BECAUSE_KUBERNETES", "1"),
-        env("TZ", "UTC"),
-        env("XMPP_DOMAIN", &ctx.spec.domain),
-        env("XMPP_AUTH_DOMAIN", auth_domain(ctx)),
-        env("XMPP_MUC_DOMAIN", muc_domain(ctx)),
-        env("XMPP_INTERNAL_MUC_DOMAIN", internal_muc_domain(ctx)),
-        env("XMPP_GUEST_DOMAIN", guest_domain(ctx)),
-        env("XMPP_SERVER", ctx.service_host("prosody")),
-        env("XMPP_PORT", prosody::XMPP_PORT.to_string()),
-    ]
+/// The four docker-jitsi-meet images a Bridge runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Image {
+    Web,
+    Prosody,
+    Jicofo,
+    Jvb,
 }
 
-/// Authentication switches read by web, prosody and jicofo.
+/// The settings the Jitsi images must agree on (XMPP domains, where prosody is, authentication,
+/// the cluster's IP families), each given to exactly the images whose templates read it, so an
+/// image's environment is its contract and nothing in it is dead (`tests/jitsi_contract.rs`
+/// checks that every variable is read). Every image also gets `TZ` and the s6 switch that lets
+/// s6-overlay v3 (uid 1000) accept the root-owned, world-writable emptyDir at `/run`.
 ///
 /// `ENABLE_GUESTS=0` with JWT: a guest link is a token for its room too, so no anonymous
 /// VirtualHost is needed, and without one a client that holds no token cannot connect at all
 /// (with it, anonymous users could join any room a token holder had created).
-pub(crate) fn auth_env(ctx: &Ctx) -> Vec<EnvVar> {
-    match ctx.spec.auth.mode {
-        AuthMode::Jwt => vec![
-            env("ENABLE_AUTH", "1"),
-            env("AUTH_TYPE", "jwt"),
-            env("ENABLE_GUESTS", "0"),
-        ],
-        AuthMode::Open => vec![env("ENABLE_AUTH", "0"), env("ENABLE_GUESTS", "0")],
-    }
+/// `ENABLE_SUBDOMAINS=0`: Jitsi's multi-tenant URLs (`/<tenant>/<room>`) are not used; a Bridge
+/// serves one domain, and prosody maps no tenant rooms.
+/// `ENABLE_IPV6`: the images default to on, and web and prosody then fail to listen on a kernel
+/// without IPv6.
+pub(crate) fn jitsi_env(ctx: &Ctx, image: Image) -> Vec<EnvVar> {
+    use Image::{Jicofo, Jvb, Prosody, Web};
+    let jwt = ctx.spec.auth.mode == AuthMode::Jwt;
+    let vars: Vec<(&str, String, &[Image])> = vec![
+        (
+            "S6_YES_I_WANT_A_WORLD_WRITABLE_RUN_BECAUSE_KUBERNETES",
+            "1".into(),
+            &[Web, Prosody, Jicofo, Jvb],
+        ),
+        ("TZ", "UTC".into(), &[Web, Prosody, Jicofo, Jvb]),
+        ("XMPP_DOMAIN", ctx.spec.domain.clone(), &[Web, Prosody, Jicofo]),
+        ("XMPP_AUTH_DOMAIN", auth_domain(ctx), &[Prosody, Jicofo, Jvb]),
+        ("XMPP_MUC_DOMAIN", muc_domain(ctx), &[Web, Prosody, Jicofo]),
+        (
+            "XMPP_INTERNAL_MUC_DOMAIN",
+            internal_muc_domain(ctx),
+            &[Prosody, Jicofo, Jvb],
+        ),
+        ("XMPP_GUEST_DOMAIN", guest_domain(ctx), &[Web, Prosody]),
+        ("XMPP_SERVER", ctx.service_host("prosody"), &[Jicofo, Jvb]),
+        ("XMPP_PORT", prosody::XMPP_PORT.to_string(), &[Prosody, Jicofo, Jvb]),
+        (
+            "ENABLE_AUTH",
+            if jwt { "1" } else { "0" }.into(),
+            &[Web, Prosody, Jicofo],
+        ),
+        ("AUTH_TYPE", "jwt".into(), if jwt { &[Prosody, Jicofo] } else { &[] }),
+        ("ENABLE_GUESTS", "0".into(), &[Web, Prosody]),
+        ("ENABLE_SUBDOMAINS", "0".into(), &[Web, Prosody]),
+        (
+            "ENABLE_IPV6",
+            if ctx.cluster.ipv6 { "1" } else { "0" }.into(),
+            &[Web, Prosody],
+        ),
+    ];
+    vars.into_iter()
+        .filter(|(_, _, readers)| readers.contains(&image))
+        .map(|(name, value, _)| env(name, value))
+        .collect()
 }
 
 /// The writable scratch space a stable-11146 Jitsi image needs under a read-only root: `/run`

@@ -1,9 +1,10 @@
 //! The Jitsi components' flows: web to prosody, jicofo and the videobridges to prosody, media
-//! into the videobridges.
+//! into the videobridges. jicofo finds and drives the videobridges through prosody (the brewery
+//! MUC and colibri over XMPP), never over their HTTP port, so no flow leads there.
 
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPort};
 
-use super::{jvb, prosody, web};
+use super::{prosody, web};
 use crate::bridge::context::Ctx;
 use crate::bridge::network_policy::{anywhere, egress, from_pods, ingress, pods, policy, port};
 use crate::labels::Component;
@@ -52,38 +53,31 @@ fn prosody_policy(ctx: &Ctx) -> NetworkPolicy {
     )
 }
 
-/// Jicofo: to prosody (c2s) and to the bridges' HTTP API. Its REST port is only probed by the
-/// kubelet, which policies do not restrict.
+/// Jicofo: to prosody (c2s) only. Its REST port is only probed by the kubelet, which policies
+/// do not restrict.
 fn jicofo_policy(ctx: &Ctx) -> NetworkPolicy {
     policy(
         ctx,
         "allow-jicofo",
         pods(ctx, Component::Jicofo),
         Vec::new(),
-        vec![
-            egress(
-                Some(vec![from_pods(ctx, Component::Prosody)]),
-                Some(vec![port(prosody::XMPP_PORT, "TCP")]),
-            ),
-            egress(
-                Some(vec![from_pods(ctx, Component::Sfu)]),
-                Some(vec![port(jvb::HTTP_PORT, "TCP")]),
-            ),
-        ],
+        vec![egress(
+            Some(vec![from_pods(ctx, Component::Prosody)]),
+            Some(vec![port(prosody::XMPP_PORT, "TCP")]),
+        )],
     )
 }
 
-/// Bridges: media in on their own UDP ports from anywhere, HTTP API from jicofo; out to prosody
-/// and UDP to anywhere (ICE checks and media towards clients and TURN relays).
+/// Bridges: media in on their own UDP ports from anywhere; out to prosody and UDP to anywhere
+/// (ICE checks and media towards clients and TURN relays). Their HTTP port (health, drain) is
+/// used by the kubelet and from inside the pod only.
 fn sfu_policy(ctx: &Ctx) -> NetworkPolicy {
-    let mut ingress_rules = vec![ingress(
-        Some(vec![from_pods(ctx, Component::Jicofo)]),
-        vec![port(jvb::HTTP_PORT, "TCP")],
-    )];
     let media: Vec<NetworkPolicyPort> = ctx.sfu.iter().map(|r| port(r.port, "UDP")).collect();
-    if !media.is_empty() {
-        ingress_rules.push(ingress(None, media));
-    }
+    let ingress_rules = if media.is_empty() {
+        Vec::new()
+    } else {
+        vec![ingress(None, media)]
+    };
     policy(
         ctx,
         "allow-sfu",
@@ -132,6 +126,28 @@ mod tests {
             rules[1].ports.as_ref().expect("ports")[0].port,
             Some(IntOrString::Int(5280))
         );
+    }
+
+    #[test]
+    fn nothing_reaches_the_videobridges_http_port() {
+        let ctx = sample_ctx();
+        for p in build(&ctx) {
+            let spec = p.spec.expect("spec");
+            let ports = spec
+                .ingress
+                .iter()
+                .flatten()
+                .flat_map(|r| r.ports.clone().unwrap_or_default())
+                .chain(
+                    spec.egress
+                        .iter()
+                        .flatten()
+                        .flat_map(|r| r.ports.clone().unwrap_or_default()),
+                );
+            for port in ports {
+                assert_ne!(port.port, Some(IntOrString::Int(8080)), "{:?}", p.metadata.name);
+            }
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, Service, ServiceSpec};
 
-use super::{JVB_AUTH_USER, auth_env, jitsi_env, jitsi_scratch};
+use super::{Image, JVB_AUTH_USER, jitsi_env, jitsi_scratch};
 use crate::api::bridge::AuthMode;
 use crate::bridge::context::{Ctx, restricted_container, restricted_pod};
 use crate::bridge::objects::{
@@ -25,16 +25,19 @@ pub const HTTP_PORT: i32 = 5280;
 /// only issuer, so nothing else minted with the same key is accepted by accident.
 pub const JWT_APP_ID: &str = "conclave";
 
-/// MUC modules in JWT mode, all shipped in the image under `/prosody-plugins-contrib`
-/// (docker-jitsi-meet unpacks the latest jitsi-contrib/prosody-plugins tag there):
-/// `token_affiliation` makes exactly the participants whose token says so moderators (with
-/// jicofo's own JWT roles and auto-owner turned off, see [`super::jicofo`]); `token_no_wildcard`
-/// refuses tokens whose `room` or `sub` is `*`, so a leaked token opens one room, not all;
-/// `token_lobby_ondemand` sends a holder whose token says `context.user.lobby: true` (a Meeting's
-/// guest link with `guests.lobby`) to the lobby, switching it on for the room, while invited
-/// participants go straight in.
+/// MUC modules in JWT mode, all shipped in the image. `token_affiliation` is jitsi-meet's own
+/// (under `/prosody-plugins`, which comes before the contrib directory on `plugin_paths`, so an
+/// older contrib copy never shadows it); `token_no_wildcard` and `token_lobby_ondemand` come
+/// from jitsi-contrib/prosody-plugins, which docker-jitsi-meet unpacks under
+/// `/prosody-plugins-contrib`. `token_affiliation` makes exactly the participants whose token
+/// says so moderators (with jicofo's own JWT roles and auto-owner turned off, see
+/// [`super::jicofo`]); `token_no_wildcard` refuses tokens whose `room` or `sub` is `*`, so a
+/// leaked token opens one room, not all; `token_lobby_ondemand` sends a holder whose token says
+/// `context.user.lobby: true` (a Meeting's guest link with `guests.lobby`) to the lobby,
+/// switching it on for the room, while invited participants go straight in.
 pub const JWT_MUC_MODULES: &str = "token_affiliation,token_no_wildcard,token_lobby_ondemand";
-/// VirtualHost modules in JWT mode: `persistent_lobby` is what `token_lobby_ondemand` needs.
+/// VirtualHost modules in JWT mode: `persistent_lobby` (jitsi-meet's own) is what
+/// `token_lobby_ondemand` needs.
 pub const JWT_MODULES: &str = "persistent_lobby";
 
 /// Prosody's Service and Deployment.
@@ -59,9 +62,15 @@ fn service(ctx: &Ctx) -> Service {
 }
 
 /// Prosody's environment: domains, accounts, auth, lobby and the TURN servers handed to clients.
+///
+/// `PROSODY_TRUSTED_PROXIES` stays at the image's loopback default on purpose. Trusting the web
+/// pods would only make prosody take the `X-Forwarded-For` their nginx sets, which is nginx's
+/// own peer (the Ingress controller), not the client, so no client address would be gained. And
+/// nothing in prosody needs one: the per-IP limits (`mod_rate_limit`, `muc_rate_limit`) are off
+/// unless `PROSODY_ENABLE_RATE_LIMITS` is set, which Conclave does not, and `mod_limits` throttles
+/// each connection's bandwidth, not an address.
 pub fn env_vars(ctx: &Ctx) -> Result<Vec<EnvVar>, serde_json::Error> {
-    let mut e = jitsi_env(ctx);
-    e.extend(auth_env(ctx));
+    let mut e = jitsi_env(ctx, Image::Prosody);
     e.extend([
         env("PUBLIC_URL", format!("https://{}", ctx.spec.domain)),
         env("ENABLE_XMPP_WEBSOCKET", "1"),
@@ -94,30 +103,34 @@ pub fn env_vars(ctx: &Ctx) -> Result<Vec<EnvVar>, serde_json::Error> {
     Ok(e)
 }
 
-/// TURN servers announced to clients (XEP-0215, `mod_external_services`), with time-limited
-/// credentials prosody mints from the same secret coturn checks. Nothing is announced until
-/// the operator knows at least one address clients can reach TURN on.
+/// STUN and TURN servers announced to clients (XEP-0215, `mod_external_services`), with
+/// time-limited TURN credentials prosody mints from the same secret coturn checks. coturn
+/// answers STUN on its TURN port, so the first TURN address is also the STUN server, which gives
+/// two-person peer-to-peer calls their server-reflexive candidates. TURN over TLS is announced
+/// only at `spec.turn.host` when it is a DNS name (clients check the certificate against it).
+/// Nothing is announced until the operator knows an address clients can reach TURN on.
 fn turn_env(ctx: &Ctx) -> Result<Vec<EnvVar>, serde_json::Error> {
     let t = &ctx.spec.turn;
-    if !t.enabled || ctx.turn_hosts.is_empty() {
+    let Some(first) = ctx.turn_hosts.first().filter(|_| t.enabled) else {
         return Ok(Vec::new());
-    }
+    };
     let ttl = crate::duration::parse_duration(&t.credential_ttl).ok_or_else(|| {
         invalid(format!(
             "spec.turn.credentialTTL {:?} is not a duration",
             t.credential_ttl
         ))
     })?;
-    let hosts = ctx.turn_hosts.join(",");
     let mut e = vec![
+        env("STUN_HOST", first),
+        env("STUN_PORT", t.port.to_string()),
         secret_env(ctx, "TURN_CREDENTIALS", secrets::TURN_SECRET),
-        env("TURN_HOST", &hosts),
+        env("TURN_HOST", ctx.turn_hosts.join(",")),
         env("TURN_PORT", t.port.to_string()),
         env("TURN_TRANSPORT", "udp,tcp"),
         env("TURN_TTL", ttl.as_secs().max(1).to_string()),
     ];
-    if ctx.tls_secret.is_some() {
-        e.extend([env("TURNS_HOST", hosts), env("TURNS_PORT", t.tls_port.to_string())]);
+    if let Some(host) = crate::bridge::coturn::tls_host(ctx) {
+        e.extend([env("TURNS_HOST", host), env("TURNS_PORT", t.tls_port.to_string())]);
     }
     Ok(e)
 }
@@ -186,7 +199,13 @@ mod tests {
         assert_eq!(v("XMPP_DOMAIN").as_deref(), Some("meet.example.com"));
         assert_eq!(v("XMPP_AUTH_DOMAIN").as_deref(), Some("auth.meet.example.com"));
         assert_eq!(v("XMPP_GUEST_DOMAIN").as_deref(), Some("guest.meet.example.com"));
-        assert_eq!(v("XMPP_SERVER").as_deref(), Some("meet-prosody.conf.svc"));
+        assert_eq!(
+            v("XMPP_SERVER"),
+            None,
+            "prosody is the server; only visitors mode reads it"
+        );
+        assert_eq!(v("ENABLE_SUBDOMAINS").as_deref(), Some("0"));
+        assert_eq!(v("ENABLE_IPV6").as_deref(), Some("0"));
         assert_eq!(v("ENABLE_AUTH").as_deref(), Some("1"));
         assert_eq!(v("AUTH_TYPE").as_deref(), Some("jwt"));
         assert_eq!(v("ENABLE_GUESTS").as_deref(), Some("0"));
@@ -217,7 +236,10 @@ mod tests {
             env_secret_key(&c, "TURN_CREDENTIALS").as_deref(),
             Some(secrets::TURN_SECRET)
         );
-        assert_eq!(v("TURN_HOST").as_deref(), Some("198.51.100.7,turn.example.com"));
+        assert_eq!(v("STUN_HOST").as_deref(), Some("turn.example.com"));
+        assert_eq!(v("STUN_PORT").as_deref(), Some("3478"));
+        assert_eq!(v("TURN_HOST").as_deref(), Some("turn.example.com"));
+        assert_eq!(v("TURNS_HOST").as_deref(), Some("turn.example.com"));
         assert_eq!(v("TURN_PORT").as_deref(), Some("3478"));
         assert_eq!(v("TURN_TRANSPORT").as_deref(), Some("udp,tcp"));
         assert_eq!(v("TURNS_PORT").as_deref(), Some("5349"));
@@ -262,12 +284,33 @@ mod tests {
     }
 
     #[test]
-    fn turns_only_with_a_certificate() {
+    fn turns_only_with_a_certificate_and_a_name() {
         let mut ctx = sample_ctx();
         ctx.tls_secret = None;
         let c = container(&ctx);
         assert!(env_value(&c, "TURN_HOST").is_some());
         assert!(env_value(&c, "TURNS_HOST").is_none());
+        // A discovered address (no spec.turn.host): TURN and STUN, never TURN over TLS.
+        let mut ctx = sample_ctx();
+        ctx.spec.turn.host = None;
+        ctx.turn_hosts = vec!["198.51.100.7".into(), "203.0.113.9".into()];
+        let c = container(&ctx);
+        assert_eq!(env_value(&c, "TURN_HOST").as_deref(), Some("198.51.100.7,203.0.113.9"));
+        assert_eq!(env_value(&c, "STUN_HOST").as_deref(), Some("198.51.100.7"));
+        assert!(env_value(&c, "TURNS_HOST").is_none());
+    }
+
+    #[test]
+    fn nothing_announced_before_an_address_is_known() {
+        let mut ctx = sample_ctx();
+        ctx.turn_hosts.clear();
+        let c = container(&ctx);
+        for gone in ["STUN_HOST", "TURN_HOST", "TURNS_HOST", "TURN_CREDENTIALS"] {
+            assert!(
+                c.env.as_ref().is_some_and(|e| !e.iter().any(|x| x.name == gone)),
+                "{gone}"
+            );
+        }
     }
 
     #[test]

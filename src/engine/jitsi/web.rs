@@ -5,14 +5,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ConfigMap, ConfigMapVolumeSource, Container, EnvVar, Service, ServiceSpec, Volume};
-use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec,
-    IngressTLS, ServiceBackendPort,
-};
+use k8s_openapi::api::networking::v1::Ingress;
 
-use super::{auth_env, jitsi_env, jitsi_scratch, prosody};
+use super::{Image, jitsi_env, jitsi_scratch, prosody};
 use crate::api::E2eePolicy;
 use crate::bridge::context::{Ctx, restricted_container, restricted_pod};
+use crate::bridge::ingress::Route;
 use crate::bridge::objects::{
     CONFIG_HASH_ANNOTATION, container_port, deployment, env, http_probe, mount, pod_spec, requests, service_port,
     template,
@@ -47,10 +45,14 @@ pub fn build(ctx: &Ctx) -> Result<Vec<Child>, serde_json::Error> {
 /// Client settings appended to the generated `config.js`.
 ///
 /// E2EE is a client feature that jitsi-meet offers whenever the browser supports it, unless
-/// `config.e2ee.disabled` is set; this never sets it, under either policy. What it does turn off
-/// are the features that need a server-side participant to see media or speech in clear
-/// (recording, live streaming, transcription), which cannot work on encrypted media, and
-/// requests to third parties (avatars, external scripts), which would leak who meets.
+/// `config.e2ee.disabled` is set; this never sets it, under either policy. It turns on
+/// encoded-transform support, the standard API Firefox and Safari implement E2EE with (Chromium
+/// also has the older insertable streams). What it turns off are the features that need a
+/// server-side participant to see media or speech in clear (recording, live streaming,
+/// transcription), which cannot work on encrypted media, local recording (the browser records
+/// the decrypted conference to a file), and requests to third parties (avatars, external
+/// scripts), which would leak who meets. Objects the image's `config.js` fills are merged, not
+/// replaced, so its other keys (e.g. `transcription.disableClosedCaptions`) survive.
 /// P2P (two participants, media not through the SFU) stays on as in upstream: it is
 /// DTLS-SRTP between the two browsers, and jitsi-meet applies E2EE to it as well.
 pub fn custom_config(ctx: &Ctx) -> String {
@@ -62,11 +64,13 @@ pub fn custom_config(ctx: &Ctx) -> String {
         "// Rendered by Conclave; edits are overwritten.".to_string(),
         format!("// spec.e2ee: {policy}. Nothing below may disable end-to-end encryption."),
         "config.e2ee = Object.assign({}, config.e2ee, { externallyManagedKey: false });".into(),
+        "config.enableEncodedTransformSupport = true;".into(),
         "config.recordingService = { enabled: false, sharingEnabled: false };".into(),
         "config.fileRecordingsEnabled = false;".into(),
         "config.liveStreaming = { enabled: false };".into(),
         "config.liveStreamingEnabled = false;".into(),
-        "config.transcription = { enabled: false };".into(),
+        "config.transcription = Object.assign({}, config.transcription, { enabled: false });".into(),
+        "config.localRecording = Object.assign({}, config.localRecording, { disable: true });".into(),
         "config.disableThirdPartyRequests = true;".into(),
         String::new(),
     ]
@@ -83,8 +87,7 @@ fn config_map(ctx: &Ctx) -> ConfigMap {
 
 /// The web pods' environment.
 pub fn env_vars(ctx: &Ctx) -> Vec<EnvVar> {
-    let mut e = jitsi_env(ctx);
-    e.extend(auth_env(ctx));
+    let mut e = jitsi_env(ctx, Image::Web);
     e.extend([
         // Must be https://: the image derives the BOSH and websocket URLs from it.
         env("PUBLIC_URL", format!("https://{}", ctx.spec.domain)),
@@ -152,50 +155,20 @@ fn service(ctx: &Ctx) -> Service {
     }
 }
 
-/// `https://<domain>/` to the web Service. TLS uses the Bridge's certificate once it exists;
-/// until then the Ingress serves plain HTTP (or the controller's default certificate).
+/// `https://<domain>/` to the web Service.
 fn ingress(ctx: &Ctx) -> Option<Ingress> {
-    let spec = ctx.spec.ingress.as_ref()?;
-    let mut metadata = ctx.meta("web", Component::Web);
-    metadata.annotations = (!spec.annotations.is_empty()).then(|| spec.annotations.clone());
-    Some(Ingress {
-        metadata,
-        spec: Some(IngressSpec {
-            ingress_class_name: spec.class_name.clone(),
-            rules: Some(vec![IngressRule {
-                host: Some(ctx.spec.domain.clone()),
-                http: Some(HTTPIngressRuleValue {
-                    paths: vec![HTTPIngressPath {
-                        path: Some("/".into()),
-                        path_type: "Prefix".into(),
-                        backend: IngressBackend {
-                            service: Some(IngressServiceBackend {
-                                name: ctx.child_name("web"),
-                                port: Some(ServiceBackendPort {
-                                    number: Some(SERVICE_PORT),
-                                    ..ServiceBackendPort::default()
-                                }),
-                            }),
-                            ..IngressBackend::default()
-                        },
-                    }],
-                }),
-            }]),
-            tls: ctx.tls_secret.as_ref().map(|s| {
-                vec![IngressTLS {
-                    hosts: Some(vec![ctx.spec.domain.clone()]),
-                    secret_name: Some(s.clone()),
-                }]
-            }),
-            ..IngressSpec::default()
-        }),
-        ..Ingress::default()
-    })
+    let web = Route {
+        path: "/",
+        service: "web",
+        port: SERVICE_PORT,
+    };
+    crate::bridge::ingress::build(ctx, &[web])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bridge::context::Cluster;
     use crate::bridge::objects::fixtures::{env_value, sample_ctx};
 
     #[test]
@@ -213,9 +186,20 @@ mod tests {
         assert_eq!(v("PUBLIC_URL").as_deref(), Some("https://meet.example.com"));
         assert_eq!(
             v("XMPP_BOSH_URL_BASE").as_deref(),
-            Some("http://meet-prosody.conf.svc:5280")
+            Some("http://meet-prosody.conf.svc.cluster.local:5280")
         );
         assert_eq!(v("DISABLE_HTTPS").as_deref(), Some("1"));
+        assert_eq!(v("ENABLE_IPV6").as_deref(), Some("0"));
+        assert_eq!(v("ENABLE_SUBDOMAINS").as_deref(), Some("0"));
+        for unread in [
+            "AUTH_TYPE",
+            "XMPP_AUTH_DOMAIN",
+            "XMPP_INTERNAL_MUC_DOMAIN",
+            "XMPP_PORT",
+            "XMPP_SERVER",
+        ] {
+            assert_eq!(v(unread), None, "{unread}: the web image does not read it");
+        }
         assert_eq!(v("ENABLE_XMPP_WEBSOCKET").as_deref(), Some("1"));
         assert_eq!(v("XMPP_MUC_DOMAIN").as_deref(), Some("muc.meet.example.com"));
         let mounts = c.volume_mounts.clone().unwrap_or_default();
@@ -228,6 +212,22 @@ mod tests {
     }
 
     #[test]
+    fn cluster_domain_and_ipv6_come_from_the_operator() {
+        let mut ctx = sample_ctx();
+        ctx.cluster = Cluster {
+            domain: "k8s.internal".into(),
+            ipv6: true,
+        };
+        let e = env_vars(&ctx);
+        let v = |n: &str| e.iter().find(|x| x.name == n).and_then(|x| x.value.clone());
+        assert_eq!(
+            v("XMPP_BOSH_URL_BASE").as_deref(),
+            Some("http://meet-prosody.conf.svc.k8s.internal:5280")
+        );
+        assert_eq!(v("ENABLE_IPV6").as_deref(), Some("1"));
+    }
+
+    #[test]
     fn e2ee_is_never_disabled() {
         let mut ctx = sample_ctx();
         for p in [E2eePolicy::Required, E2eePolicy::Preferred] {
@@ -236,6 +236,8 @@ mod tests {
             assert!(!js.contains("disabled"), "{js}");
             assert!(!js.contains("disableE2EE"), "{js}");
             assert!(js.contains("recordingService = { enabled: false"), "{js}");
+            assert!(js.contains("config.enableEncodedTransformSupport = true;"), "{js}");
+            assert!(js.contains("config.localRecording, { disable: true }"), "{js}");
         }
     }
 

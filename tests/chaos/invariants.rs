@@ -1,0 +1,387 @@
+//! What must hold after the chaos: the cluster holds exactly the children the model's Bridges
+//! and Meetings call for (none orphaned, none duplicated, none missing), every Meeting's links
+//! verify with its Bridge's current key and name exactly its participants, every status
+//! speaks of the current generation, and no value of a Secret the operator generated ever
+//! changed while the test watched.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use conclave::api::{Bridge, Meeting};
+use conclave::engine::jitsi::token;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::Value;
+
+use super::workload::Model;
+
+/// Every kind the operator creates.
+pub const KINDS: [&str; 8] = [
+    "ConfigMap",
+    "Secret",
+    "Service",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "NetworkPolicy",
+    "Ingress",
+];
+
+pub fn resource(kind: &str) -> ApiResource {
+    match kind {
+        "ConfigMap" => ApiResource::erase::<ConfigMap>(&()),
+        "Secret" => ApiResource::erase::<Secret>(&()),
+        "Service" => ApiResource::erase::<Service>(&()),
+        "Deployment" => ApiResource::erase::<Deployment>(&()),
+        "StatefulSet" => ApiResource::erase::<StatefulSet>(&()),
+        "DaemonSet" => ApiResource::erase::<DaemonSet>(&()),
+        "NetworkPolicy" => ApiResource::erase::<NetworkPolicy>(&()),
+        "Ingress" => ApiResource::erase::<Ingress>(&()),
+        other => panic!("no resource for kind {other}"),
+    }
+}
+
+/// Every value ever seen in a Secret Conclave controls, by (owner uid, Secret, key): the
+/// first value seen is the only one allowed. Fed by a watch (every version) and by lists at
+/// each step (in case the watch was away during an API server restart).
+#[derive(Clone, Default)]
+pub struct Recorder {
+    inner: Arc<Mutex<RecorderState>>,
+}
+
+#[derive(Default)]
+struct RecorderState {
+    values: BTreeMap<(String, String, String), Vec<u8>>,
+    changed: Vec<String>,
+}
+
+impl Recorder {
+    pub fn record(&self, secret: &Secret) {
+        let Some(owner) = controller(&secret.metadata) else {
+            return;
+        };
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        let mut state = self.inner.lock().expect("recorder lock");
+        for (key, value) in secret.data.clone().unwrap_or_default() {
+            let at = (owner.uid.clone(), name.clone(), key.clone());
+            match state.values.get(&at) {
+                None => {
+                    state.values.insert(at, value.0);
+                }
+                Some(first) if *first == value.0 => {}
+                Some(_) => {
+                    let what = format!(
+                        "Secret {name} (owner {} {}) key {key} changed (resourceVersion {})",
+                        owner.kind,
+                        owner.name,
+                        secret.metadata.resource_version.as_deref().unwrap_or("?")
+                    );
+                    state.changed.push(what);
+                }
+            }
+        }
+    }
+
+    /// Values tracked so far.
+    pub fn tracked(&self) -> usize {
+        self.inner.lock().expect("recorder lock").values.len()
+    }
+
+    /// Every change seen.
+    pub fn changed(&self) -> Vec<String> {
+        self.inner.lock().expect("recorder lock").changed.clone()
+    }
+
+    /// Records every Secret in `ns` now.
+    pub async fn sample(&self, secrets: &Api<Secret>) {
+        if let Ok(list) = secrets.list(&ListParams::default()).await {
+            list.items.iter().for_each(|s| self.record(s));
+        }
+    }
+
+    /// Watches the Secrets of `ns` for the rest of the test, recording every version.
+    pub fn watch(&self, secrets: Api<Secret>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut stream = watcher(secrets, watcher::Config::default())
+                .default_backoff()
+                .applied_objects()
+                .boxed();
+            while let Some(event) = stream.next().await {
+                if let Ok(secret) = event {
+                    me.record(&secret);
+                }
+            }
+        })
+    }
+}
+
+fn controller(meta: &kube::api::ObjectMeta) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    meta.owner_references
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|o| o.controller == Some(true) && o.api_version.starts_with("conclave.dev/"))
+        .cloned()
+}
+
+/// Figures of one successful check, for the report.
+#[derive(Debug, Default)]
+pub struct Checked {
+    pub children: usize,
+    pub sfu_statefulsets: usize,
+    pub links: usize,
+}
+
+/// `(kind, name)` of every object `conclave render` makes for the model, by owner
+/// `(owner kind, owner name)`.
+fn desired(model: &Model) -> BTreeMap<(String, String), BTreeSet<(String, String)>> {
+    let yaml = conclave::render::render(
+        &model.documents(),
+        &model.namespace,
+        Some(chrono::Utc::now()),
+        &Default::default(),
+    )
+    .expect("the model renders");
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&yaml).expect("render output parses");
+    let mut out: BTreeMap<(String, String), BTreeSet<(String, String)>> = BTreeMap::new();
+    for d in docs.into_iter().filter(|d| !d.is_null()) {
+        let labels = &d["metadata"]["labels"];
+        let owner_kind = match labels["conclave.dev/owner-kind"].as_str() {
+            Some("bridge") => "Bridge",
+            Some("meeting") => "Meeting",
+            other => panic!("rendered object without an owner kind: {other:?} in {d}"),
+        };
+        let owner = labels["app.kubernetes.io/instance"].as_str().unwrap_or_default();
+        let kind = d["kind"].as_str().unwrap_or_default();
+        let name = d["metadata"]["name"].as_str().unwrap_or_default();
+        out.entry((owner_kind.into(), owner.into()))
+            .or_default()
+            .insert((kind.into(), name.into()));
+    }
+    for b in model.bridges.keys() {
+        out.entry(("Bridge".into(), b.clone())).or_default();
+    }
+    out
+}
+
+/// Checks every invariant against the cluster now; `Err` lists what does not hold yet.
+pub async fn check(client: &kube::Client, model: &Model) -> Result<Checked, Vec<String>> {
+    let ns = &model.namespace;
+    let mut bad = Vec::new();
+    let mut checked = Checked::default();
+    let list_err = |what: &str, e: kube::Error| vec![format!("listing {what}: {e}")];
+
+    // The parents: exactly the model's, each reconciled at its current generation.
+    let bridges: Vec<Bridge> = Api::<Bridge>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| list_err("Bridges", e))?
+        .items;
+    let meetings: Vec<Meeting> = Api::<Meeting>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| list_err("Meetings", e))?
+        .items;
+    let mut uids: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for b in &bridges {
+        let name = b.metadata.name.clone().unwrap_or_default();
+        uids.insert(
+            b.metadata.uid.clone().unwrap_or_default(),
+            ("Bridge".into(), name.clone()),
+        );
+        let status = b.status.clone().unwrap_or_default();
+        let ready = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        if !ready || status.observed_generation != b.metadata.generation {
+            bad.push(format!(
+                "Bridge {name} not Ready at its generation {:?} (observed {:?}): {:?}",
+                b.metadata.generation,
+                status.observed_generation,
+                status
+                    .conditions
+                    .iter()
+                    .map(|c| (&c.type_, &c.status, &c.reason))
+                    .collect::<Vec<_>>()
+            ));
+        }
+    }
+    for m in &meetings {
+        let name = m.metadata.name.clone().unwrap_or_default();
+        uids.insert(
+            m.metadata.uid.clone().unwrap_or_default(),
+            ("Meeting".into(), name.clone()),
+        );
+        let status = m.status.clone().unwrap_or_default();
+        let ready = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        if !ready || status.observed_generation != m.metadata.generation {
+            bad.push(format!(
+                "Meeting {name} not Ready at its generation {:?} (observed {:?}, phase {:?})",
+                m.metadata.generation, status.observed_generation, status.phase
+            ));
+        }
+    }
+    let live_bridges: BTreeSet<String> = bridges.iter().filter_map(|b| b.metadata.name.clone()).collect();
+    let live_meetings: BTreeSet<String> = meetings.iter().filter_map(|m| m.metadata.name.clone()).collect();
+    if live_bridges != model.bridges.keys().cloned().collect() {
+        bad.push(format!(
+            "Bridges {live_bridges:?}, the model has {:?}",
+            model.bridges.keys()
+        ));
+    }
+    if live_meetings != model.meetings.keys().cloned().collect() {
+        bad.push(format!(
+            "Meetings {live_meetings:?}, the model has {:?}",
+            model.meetings.keys()
+        ));
+    }
+
+    // The children: none orphaned, none without an owner, exactly the desired ones per parent.
+    let mut live: BTreeMap<(String, String), BTreeSet<(String, String)>> = BTreeMap::new();
+    let mut secrets: BTreeMap<String, DynamicObject> = BTreeMap::new();
+    for kind in KINDS {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource(kind));
+        let items = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| list_err(kind, e))?
+            .items;
+        for obj in items {
+            let name = obj.metadata.name.clone().unwrap_or_default();
+            let managed = obj
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("app.kubernetes.io/managed-by"))
+                .is_some_and(|v| v == "conclave");
+            let Some(owner) = controller(&obj.metadata) else {
+                if managed {
+                    bad.push(format!(
+                        "{kind}/{name} is labelled Conclave's but has no Conclave controller"
+                    ));
+                }
+                continue;
+            };
+            checked.children += 1;
+            if obj.metadata.deletion_timestamp.is_some() {
+                bad.push(format!("{kind}/{name} is still being deleted"));
+                continue;
+            }
+            match uids.get(&owner.uid) {
+                None => bad.push(format!(
+                    "{kind}/{name} is orphaned: its owner {} {} (uid {}) does not exist",
+                    owner.kind, owner.name, owner.uid
+                )),
+                Some((k, n)) if *k != owner.kind || *n != owner.name => bad.push(format!(
+                    "{kind}/{name}: owner reference {} {} names another object",
+                    owner.kind, owner.name
+                )),
+                Some(parent) => {
+                    live.entry(parent.clone())
+                        .or_default()
+                        .insert((kind.into(), name.clone()));
+                }
+            }
+            if kind == "Secret" {
+                secrets.insert(name, obj);
+            }
+        }
+    }
+    let want = desired(model);
+    for (owner, objects) in &want {
+        let have = live.get(owner).cloned().unwrap_or_default();
+        let missing: Vec<_> = objects.difference(&have).collect();
+        let extra: Vec<_> = have.difference(objects).collect();
+        if !missing.is_empty() || !extra.is_empty() {
+            bad.push(format!(
+                "{} {}: missing {missing:?}, not desired {extra:?}",
+                owner.0, owner.1
+            ));
+        }
+        checked.sfu_statefulsets += have
+            .iter()
+            .filter(|(k, n)| k == "StatefulSet" && n.contains("-sfu-"))
+            .count();
+    }
+    for owner in live.keys().filter(|o| !want.contains_key(*o)) {
+        bad.push(format!("{} {} has children but the model wants none", owner.0, owner.1));
+    }
+
+    // The links: exactly the participants (and `guest`), each verified with the current key.
+    for (name, m) in &model.meetings {
+        let Some(key) = secrets
+            .get(&format!("{}-secrets", m.bridge))
+            .and_then(|s| conclave::controller::secret_value(s, "jwt-app-secret"))
+        else {
+            bad.push(format!("Meeting {name}: Bridge {} has no key", m.bridge));
+            continue;
+        };
+        let Some(creds) = secrets.get(&format!("{name}-credentials")) else {
+            bad.push(format!("Meeting {name}: no credentials Secret"));
+            continue;
+        };
+        let mut want: BTreeSet<String> = m.participants.iter().cloned().collect();
+        if m.guests {
+            want.insert("guest".into());
+        }
+        let have = conclave::controller::secret_keys(creds);
+        if have != want {
+            bad.push(format!("Meeting {name}: links for {have:?}, participants {want:?}"));
+            continue;
+        }
+        for who in &want {
+            let link = conclave::controller::secret_value(creds, who).unwrap_or_default();
+            let link = String::from_utf8_lossy(&link);
+            let prefix = format!("https://{}.example.com/{name}?jwt=", m.bridge);
+            let Some(jwt) = link.strip_prefix(&prefix) else {
+                bad.push(format!("Meeting {name}: the link of {who} is not for its room"));
+                continue;
+            };
+            match token::verify(jwt, &key) {
+                Ok(c) if c.room == *name && c.context.user.id == *who => checked.links += 1,
+                Ok(_) => bad.push(format!(
+                    "Meeting {name}: the token of {who} names another room or person"
+                )),
+                Err(e) => bad.push(format!("Meeting {name}: the token of {who} does not verify: {e}")),
+            }
+        }
+    }
+    if bad.is_empty() { Ok(checked) } else { Err(bad) }
+}
+
+/// Whether Meeting `name` has verified links for exactly its participants now.
+pub async fn has_links(client: &kube::Client, model: &Model, name: &str) -> bool {
+    let Some(m) = model.meetings.get(name) else {
+        return false;
+    };
+    let secrets: Api<DynamicObject> = Api::namespaced_with(client.clone(), &model.namespace, &resource("Secret"));
+    let (Ok(Some(bridge)), Ok(Some(creds))) = (
+        secrets.get_opt(&format!("{}-secrets", m.bridge)).await,
+        secrets.get_opt(&format!("{name}-credentials")).await,
+    ) else {
+        return false;
+    };
+    let Some(key) = conclave::controller::secret_value(&bridge, "jwt-app-secret") else {
+        return false;
+    };
+    let mut want: BTreeSet<String> = m.participants.iter().cloned().collect();
+    if m.guests {
+        want.insert("guest".into());
+    }
+    conclave::controller::secret_keys(&creds) == want
+        && want.iter().all(|who| {
+            conclave::controller::secret_value(&creds, who)
+                .and_then(|l| String::from_utf8(l).ok())
+                .and_then(|l| l.split_once("?jwt=").map(|(_, t)| t.to_string()))
+                .is_some_and(|t| token::verify(&t, &key).is_ok())
+        })
+}

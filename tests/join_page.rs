@@ -1,0 +1,103 @@
+//! Conclave's join page in real browsers, against a real `livekit-server`, coturn and
+//! `conclave web`, in a network namespace of the test's own.
+//!
+//! Headless Chromium, driven by puppeteer-core (`web/test/driver.mjs`), opens the links a
+//! Meeting's participants get (tokens minted by `conclave::engine::livekit::token`) and the
+//! test checks, through the page's `window.conclave` hook, Chromium's WebRTC stats and LiveKit's
+//! RoomService, that:
+//!
+//! 1. two members see and hear each other (one through TURN only), every track encrypted, and
+//!    the page and the SFU agree on each track's encryption;
+//! 2. a member with the right token and a wrong key decodes nothing and shows "cannot decrypt";
+//! 3. a client that publishes without encryption is not played, and the page names it;
+//! 4. a guest waits in the lobby with no media until the moderator admits them; a denied guest
+//!    never gets any;
+//! 5. removing the room from the rooms file disconnects everyone and a valid token no longer
+//!    joins;
+//!
+//! with screenshots of every page under `target/tmp/join-page/`, and no JavaScript error on any
+//! page. The outer test builds what is missing (livekit-server with `go install`, the page with
+//! npm) and re-runs itself inside the namespace; without namespaces, Chromium or node it skips
+//! loudly, and fails under CI.
+
+#[path = "join_page/browser.rs"]
+mod browser;
+#[path = "join_page/guests.rs"]
+mod guests;
+#[path = "join_page/netns.rs"]
+mod netns;
+#[path = "join_page/plaintext.rs"]
+mod plaintext;
+#[path = "join_page/scenario.rs"]
+mod scenario;
+#[path = "join_page/servers.rs"]
+mod servers;
+#[path = "join_page/steps.rs"]
+mod steps;
+
+#[path = "join_page/tools.rs"]
+mod tools;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The inner test, run by the outer one inside the namespace.
+const INNER: &str = "browsers_inside_network_namespace";
+/// Set to `1` by the outer test for the inner one.
+const NETNS_ENV: &str = "CONCLAVE_JOIN_PAGE_NETNS";
+/// Printed by the inner test when every check ran.
+const DONE: &str = "conclave-join-page: every browser check ran";
+
+#[test]
+fn join_page_in_real_browsers() {
+    let unshare = match netns::namespace_command() {
+        Ok(cmd) => cmd,
+        Err(why) => return netns::skip("the join-page browser test needs a network namespace", &why),
+    };
+    let Some(chromium) = tools::chromium() else {
+        return netns::skip(
+            "the join-page browser test needs Chromium",
+            "install Debian's chromium, or set CONCLAVE_CHROMIUM",
+        );
+    };
+    let Some(node) = tools::node() else {
+        return netns::skip(
+            "the join-page browser test needs node and npm",
+            "install Debian's nodejs and npm",
+        );
+    };
+    if tools::turnserver().is_none() {
+        return netns::skip("the join-page browser test needs coturn", "install Debian's coturn");
+    }
+    let static_dir = tools::build_page().unwrap_or_else(|e| panic!("building the page: {e}"));
+    let livekit = tools::livekit_server().unwrap_or_else(|e| panic!("livekit-server: {e}"));
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("join-page");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).expect("output dir");
+    let lkclient = tools::lkclient().unwrap_or_else(|e| panic!("lkclient: {e}"));
+    let mut env = vec![
+        (NETNS_ENV, "1".to_owned()),
+        (scenario::CHROMIUM_ENV, chromium.display().to_string()),
+        (scenario::NODE_ENV, node.display().to_string()),
+        (scenario::LIVEKIT_ENV, livekit.display().to_string()),
+        (scenario::STATIC_ENV, static_dir.display().to_string()),
+        (scenario::OUT_ENV, out.display().to_string()),
+    ];
+    if let Some(lkclient) = lkclient {
+        env.push((scenario::LKCLIENT_ENV, lkclient.display().to_string()));
+    }
+    netns::run_inner(&unshare, INNER, DONE, &env, Duration::from_secs(600));
+    println!("screenshots and logs: {}", out.display());
+}
+
+#[test]
+#[ignore = "runs only inside the network namespace join_page_in_real_browsers creates"]
+fn browsers_inside_network_namespace() {
+    if std::env::var(NETNS_ENV).as_deref() != Ok("1") {
+        eprintln!("{INNER} runs only under join_page_in_real_browsers, in a network namespace; not running it here");
+        return;
+    }
+    netns::assert_isolated();
+    scenario::run();
+    println!("{DONE}");
+}
