@@ -61,6 +61,8 @@ named! {
         NotReady = "NotReady",
         Running = "Running",
         Starting = "Starting",
+        /// SFU: the minimum pool serves and more replicas are starting for a reservation.
+        Scaling = "Scaling",
         Disabled = "Disabled",
         InvalidSpec = "InvalidSpec",
         AwaitingAddress = "AwaitingAddress",

@@ -1,10 +1,11 @@
 //! The operator's one HTTP server: `/healthz`, `/readyz` and `/metrics`, nothing else.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -17,23 +18,51 @@ use tokio::net::TcpListener;
 
 use crate::metrics::{self, Metrics};
 
+/// How long, by default, a watch may fail without a break before `/healthz` reports the
+/// operator unhealthy. Far longer than a short API outage (the watches resume within seconds of
+/// the API server coming back), so a liveness probe never restarts a working operator through
+/// one; short enough that a stuck operator is restarted within minutes (with the default probe,
+/// period 10 s and 3 failures, about 90 s after its watches began to fail).
+pub const WATCH_FAILURE_BOUND: Duration = Duration::from_secs(60);
+
+/// A watch that has reported no error for this long is working again. A watch that recovers
+/// without a relist reports nothing, while a failing one reports an error at least every
+/// retry: at most the watch backoff's cap (2 s) plus the client's connect timeout (10 s).
+pub const WATCH_RECOVERED_AFTER: Duration = Duration::from_secs(20);
+
 /// What the probes report.
 #[derive(Debug)]
 pub struct Health {
     live: AtomicBool,
     ready: AtomicBool,
+    failure_bound: Duration,
+    /// Per watch: since when it has been failing and when it last failed.
+    watches: Mutex<BTreeMap<&'static str, Failing>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Failing {
+    since: Instant,
+    last: Instant,
 }
 
 impl Default for Health {
     fn default() -> Self {
-        Health {
-            live: AtomicBool::new(true),
-            ready: AtomicBool::new(false),
-        }
+        Health::new(WATCH_FAILURE_BOUND)
     }
 }
 
 impl Health {
+    /// Health that turns unhealthy once a watch has failed for longer than `failure_bound`.
+    pub fn new(failure_bound: Duration) -> Health {
+        Health {
+            live: AtomicBool::new(true),
+            ready: AtomicBool::new(false),
+            failure_bound,
+            watches: Mutex::new(BTreeMap::new()),
+        }
+    }
+
     /// Whether the operator's loops still run; false once they have ended.
     pub fn set_live(&self, live: bool) {
         self.live.store(live, Ordering::Relaxed);
@@ -44,12 +73,48 @@ impl Health {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
-    pub fn live(&self) -> bool {
-        self.live.load(Ordering::Relaxed)
-    }
-
     pub fn ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+
+    /// A watch met an error (the API server unreachable, a refused request, a dropped stream).
+    pub fn watch_failed(&self, watch: &'static str) {
+        let now = Instant::now();
+        let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        let failing = watches.entry(watch).or_insert(Failing { since: now, last: now });
+        if now.duration_since(failing.last) >= WATCH_RECOVERED_AFTER {
+            failing.since = now;
+        }
+        failing.last = now;
+    }
+
+    /// A watch delivered objects: it works.
+    pub fn watch_worked(&self, watch: &'static str) {
+        let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        if !watches.is_empty() {
+            watches.remove(watch);
+        }
+    }
+
+    /// `None` when live; otherwise why not: the loops ended, or a watch has been failing for
+    /// longer than the bound (default [`WATCH_FAILURE_BOUND`]).
+    pub fn unhealthy(&self) -> Option<String> {
+        self.unhealthy_at(Instant::now())
+    }
+
+    fn unhealthy_at(&self, now: Instant) -> Option<String> {
+        if !self.live.load(Ordering::Relaxed) {
+            return Some("stopped".into());
+        }
+        let watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        let failing: Vec<String> = watches
+            .iter()
+            .filter(|(_, f)| {
+                now.duration_since(f.last) < WATCH_RECOVERED_AFTER && now.duration_since(f.since) > self.failure_bound
+            })
+            .map(|(name, f)| format!("{name} for {} s", now.duration_since(f.since).as_secs()))
+            .collect();
+        (!failing.is_empty()).then(|| format!("watches failing: {}", failing.join(", ")))
     }
 }
 
@@ -96,13 +161,15 @@ pub async fn serve(
 
 fn respond(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into());
     }
     match req.uri().path() {
-        "/healthz" if health.live() => text(StatusCode::OK, "ok\n"),
-        "/healthz" => text(StatusCode::SERVICE_UNAVAILABLE, "stopped\n"),
-        "/readyz" if health.ready() => text(StatusCode::OK, "ok\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "caches not synced\n"),
+        "/healthz" => match health.unhealthy() {
+            None => text(StatusCode::OK, "ok\n".into()),
+            Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        },
+        "/readyz" if health.ready() => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "caches not synced\n".into()),
         "/metrics" => match metrics.encode() {
             Ok(body) => {
                 let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -111,18 +178,77 @@ fn respond(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Respo
                 }
                 response
             }
-            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n"),
+            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n".into()),
         },
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_failing_beyond_the_bound_is_unhealthy_until_it_recovers() {
+        let h = Health::default();
+        let t0 = Instant::now();
+        assert_eq!(h.unhealthy_at(t0), None);
+        h.watch_failed("meetings");
+        let failing = |h: &Health, since: Instant, last: Instant| {
+            h.watches
+                .lock()
+                .expect("lock")
+                .insert("meetings", Failing { since, last });
+        };
+        // Failing, but not for longer than the bound: a short outage.
+        failing(&h, t0, t0 + Duration::from_secs(15));
+        assert_eq!(h.unhealthy_at(t0 + Duration::from_secs(16)), None);
+        // Failing without a break for longer than the bound.
+        failing(&h, t0, t0 + Duration::from_secs(65));
+        let why = h.unhealthy_at(t0 + Duration::from_secs(66)).expect("unhealthy");
+        assert!(why.contains("meetings for 66 s"), "{why}");
+        // No error for a while: the watch resumed without a relist.
+        assert_eq!(
+            h.unhealthy_at(t0 + Duration::from_secs(65) + WATCH_RECOVERED_AFTER),
+            None
+        );
+        // Objects delivered: working at once.
+        failing(&h, t0, t0 + Duration::from_secs(65));
+        h.watch_worked("meetings");
+        assert_eq!(h.unhealthy_at(t0 + Duration::from_secs(66)), None);
+        h.set_live(false);
+        assert_eq!(h.unhealthy_at(t0).as_deref(), Some("stopped"));
+    }
+
+    #[test]
+    fn a_new_failure_after_a_quiet_spell_starts_a_new_streak() {
+        let h = Health::default();
+        h.watch_failed("nodes");
+        let first = h.watches.lock().expect("lock")["nodes"];
+        // Pretend the last error was long ago: the next one starts over.
+        let long_ago = first
+            .last
+            .checked_sub(WATCH_RECOVERED_AFTER + Duration::from_secs(1))
+            .expect("the clock started long ago");
+        h.watches.lock().expect("lock").insert(
+            "nodes",
+            Failing {
+                since: long_ago,
+                last: long_ago,
+            },
+        );
+        h.watch_failed("nodes");
+        let now = h.watches.lock().expect("lock")["nodes"];
+        assert!(now.since > long_ago);
+    }
 }

@@ -171,6 +171,14 @@ struct RunArgs {
     /// Test only: read "now" from this file (RFC 3339) instead of the system clock.
     #[arg(long, env = "CONCLAVE_CLOCK_FILE", hide = true)]
     clock_file: Option<PathBuf>,
+    /// How long a watch may fail without a break before /healthz reports the operator
+    /// unhealthy, so that a liveness probe restarts it (default 60s).
+    #[arg(long, env = "CONCLAVE_WATCH_FAILURE_BOUND", value_parser = parse_bound)]
+    watch_failure_bound: Option<std::time::Duration>,
+}
+
+fn parse_bound(text: &str) -> Result<std::time::Duration, String> {
+    conclave::duration::parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration like 60s"))
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -179,7 +187,14 @@ enum LogFormat {
     Text,
 }
 
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 fn main() -> ExitCode {
+    // Written to dhat-heap.json when `main` returns (a graceful stop).
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crds { out_dir } => crds(out_dir),
@@ -267,8 +282,11 @@ fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
 
     init_logging(args.log_format);
+    let health = Arc::new(Health::new(
+        args.watch_failure_bound.unwrap_or(conclave::http::WATCH_FAILURE_BOUND),
+    ));
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(operate(args.http_address, options))
+    runtime.block_on(operate(args.http_address, options, health))
 }
 
 fn init_logging(format: Option<LogFormat>) {
@@ -314,12 +332,21 @@ fn web(args: WebArgs) -> Result<(), Box<dyn std::error::Error>> {
     })
 }
 
-async fn operate(http_address: SocketAddr, options: Options) -> Result<(), Box<dyn std::error::Error>> {
+/// Connecting to the API server takes milliseconds when it is up; kube's default of 30 s
+/// would let a failing watch go quiet for that long between errors (see `http::Health`).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn operate(
+    http_address: SocketAddr,
+    options: Options,
+    health: Arc<Health>,
+) -> Result<(), Box<dyn std::error::Error>> {
     // Signals first: a SIGTERM during start-up must already take the graceful path.
     let shutdown = on_signals()?;
-    let client = kube::Client::try_default().await?;
+    let mut config = kube::Config::infer().await?;
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+    let client = kube::Client::try_from(config)?;
     let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::default());
     let listener = tokio::net::TcpListener::bind(http_address)
         .await
         .map_err(|e| format!("binding the http server to {http_address}: {e}"))?;

@@ -49,6 +49,7 @@ pub struct Metrics {
     managed: Family<KindLabels, Gauge>,
     capacity: Family<CapacityLabels, Gauge>,
     meetings: Family<PhaseLabels, Gauge>,
+    invalid: Family<KindLabels, Gauge>,
     /// Phases set by the last `set_meetings_by_phase`, so a phase that empties drops to 0
     /// instead of keeping its last count.
     phases: Mutex<Vec<String>>,
@@ -102,6 +103,12 @@ impl Metrics {
         );
         let meetings = Family::<PhaseLabels, Gauge>::default();
         registry.register("conclave_meetings", "Meetings by phase", meetings.clone());
+        let invalid = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "conclave_invalid_objects",
+            "Objects skipped because they do not match their schema (written under an older one, or with validation off), by kind",
+            invalid.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "conclave_leader",
@@ -116,6 +123,7 @@ impl Metrics {
             managed,
             capacity,
             meetings,
+            invalid,
             phases: Mutex::new(Vec::new()),
             leader,
         }
@@ -178,6 +186,11 @@ impl Metrics {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
+    /// The number of objects of `kind` skipped because they do not deserialize.
+    pub fn set_invalid_objects(&self, kind: &str, count: i64) {
+        self.invalid.get_or_create(&KindLabels { kind: kind.into() }).set(count);
+    }
+
     /// Whether this process runs the controllers.
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
@@ -213,6 +226,7 @@ mod tests {
         m.set_meetings_by_phase(&BTreeMap::from([("Open".to_string(), 2), ("Pending".to_string(), 1)]));
         m.set_meetings_by_phase(&BTreeMap::from([("Open".to_string(), 3)]));
         m.set_leader(true);
+        m.set_invalid_objects("Meeting", 1);
         let text = m.encode().expect("encodes");
         for line in [
             "conclave_reconciles_total{kind=\"Bridge\"} 2",
@@ -225,6 +239,7 @@ mod tests {
             "conclave_meetings{phase=\"Open\"} 3",
             "conclave_meetings{phase=\"Pending\"} 0",
             "conclave_leader 1",
+            "conclave_invalid_objects{kind=\"Meeting\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing from\n{text}");
         }

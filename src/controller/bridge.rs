@@ -116,8 +116,8 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     }
 
     let now = cx.clock.now();
-    let all_meetings = cx.meetings.state();
-    let hosted = meeting::hosted_by(all_meetings.iter().map(|m| &**m), &ns, &name, &bridge.spec);
+    let on_bridge = cx.meetings_of(&ns, &name);
+    let hosted = meeting::hosted_by(on_bridge.iter().map(|m| &**m), &ns, &name, &bridge.spec);
     let reservation = capacity::plan(&bridge.spec.sfu, hosted.iter().map(|m| &m.spec), now);
     let nodes = cx.nodes.state();
     let services = cx.store(super::Kind::Service);
@@ -147,11 +147,7 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
             .map(|m| (m.metadata.name.as_deref().unwrap_or_default(), &m.spec)),
         Some(now),
     );
-    let bookings: Vec<validate::Booking<'_>> = all_meetings
-        .iter()
-        .filter(|m| m.namespace().as_deref() == Some(&ns) && m.spec.bridge == name)
-        .map(|m| validate::Booking::of(m))
-        .collect();
+    let bookings: Vec<validate::Booking<'_>> = on_bridge.iter().map(|m| validate::Booking::of(m)).collect();
     let (open_rooms, rooms_change) = match bridge.spec.engine {
         Engine::LiveKit => meeting::open_rooms(&bookings, &name, &bridge.spec, Some(now)),
         Engine::Jitsi => Default::default(),
@@ -227,10 +223,11 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
         described,
         generation,
     ));
-    let ready_sfu = sfu
+    let ready_replicas: Vec<bool> = sfu
         .iter()
-        .filter(|r| ready(super::Kind::StatefulSet, &pool::suffix(r)))
-        .count() as i32;
+        .map(|r| ready(super::Kind::StatefulSet, &pool::suffix(r)))
+        .collect();
+    let ready_sfu = ready_replicas.iter().filter(|r| **r).count() as i32;
     let addressed = sfu.iter().all(|r| !r.advertise.is_empty());
     // A load balancer with only a host name (AWS NLB, for one) cannot be advertised: ICE
     // candidates are IP addresses, and the name may resolve to addresses that do not reach the
@@ -244,7 +241,12 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
             (l.ips.is_empty() && !l.hostnames.is_empty()).then(|| format!("{svc} ({})", l.hostnames.join(", ")))
         })
         .collect();
-    let sfu_ok = ready_sfu == sfu.len() as i32 && addressed;
+    // The pool serves once its minimum (`sfu.replicas`) runs; replicas added for a
+    // reservation are capacity ahead of time, and while they start the Bridge stays Ready, so
+    // new Meetings still get their links.
+    let base = usize::try_from(bridge.spec.sfu.replicas).unwrap_or(1).max(1);
+    let serving = ready_replicas.iter().take(base).all(|r| *r);
+    let sfu_ok = serving && addressed;
     let (sfu_reason, sfu_message) = if !named_only.is_empty() {
         (
             Reason::AddressNotIp,
@@ -262,7 +264,13 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
             ),
         )
     } else {
-        let reason = if sfu_ok { Reason::Running } else { Reason::Starting };
+        let reason = if !serving {
+            Reason::Starting
+        } else if ready_sfu < sfu.len() as i32 {
+            Reason::Scaling
+        } else {
+            Reason::Running
+        };
         (reason, format!("{ready_sfu}/{} replicas ready", sfu.len()))
     };
     conditions.push(cond(Type::SfuReady, sfu_ok, sfu_reason, &sfu_message, generation));
@@ -310,7 +318,7 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
     }
     for kind in super::Kind::ALL {
         cx.metrics
-            .set_managed_objects(&kind.resource().kind, cx.store(kind).len());
+            .set_managed_objects(&kind.resource().kind, cx.managed_objects(kind));
     }
     let status_written = patch_status(&cx, &bridge, status).await?;
     tracing::info!(writes, status_written, "reconciled");
@@ -501,7 +509,7 @@ async fn ensure_generated_secret(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Re
         type_: Some("Opaque".into()),
         ..Secret::default()
     };
-    super::put_secret(&cx.client, secret, live.as_deref()).await?;
+    super::put_secret(&cx.client, secret, live.as_deref().map(|l| &l.metadata)).await?;
     if rotating {
         cx.event(
             &bridge.object_ref(&()),

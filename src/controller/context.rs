@@ -1,20 +1,21 @@
-//! What every reconcile shares: the client, the caches of every child kind, the clock, the
-//! metrics and the Event recorder.
+//! What every reconcile shares: the client, the caches of every child kind, the indexes kept
+//! beside them, the clock, the metrics and the Event publisher.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use kube::api::{Api, ApiResource, DynamicObject, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::api::{Api, ApiResource, DynamicObject, ObjectMeta, PostParams};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use super::Error;
-use super::watch::Synced;
+use super::events::Events;
+use super::watch::{Credentials, Indexes, Synced};
 use crate::api::{Bridge, Meeting};
 use crate::child::Child;
 use crate::clock::Clock;
@@ -69,12 +70,30 @@ impl Kind {
         }
     }
 
+    /// The kind's name, as the API spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Kind::ConfigMap => "ConfigMap",
+            Kind::Secret => "Secret",
+            Kind::Service => "Service",
+            Kind::Deployment => "Deployment",
+            Kind::StatefulSet => "StatefulSet",
+            Kind::DaemonSet => "DaemonSet",
+            Kind::NetworkPolicy => "NetworkPolicy",
+            Kind::Ingress => "Ingress",
+            Kind::Certificate => "Certificate",
+        }
+    }
+
     fn of(resource: &ApiResource) -> Option<Kind> {
         Kind::ALL
             .into_iter()
             .find(|k| k.resource().kind == resource.kind && k.resource().group == resource.group)
     }
 }
+
+/// TLS Secrets Bridges bring, by `(namespace, name)`: the resourceVersion read and the Secret.
+pub(super) type TlsSecrets = HashMap<(String, String), (String, Arc<Secret>)>;
 
 /// The Pod resource, for the cache of SFU pods.
 pub fn pod_resource() -> ApiResource {
@@ -96,12 +115,13 @@ pub struct Context {
     pub cluster: crate::bridge::context::Cluster,
     pub bridges: Store<Bridge>,
     pub meetings: Store<Meeting>,
-    /// The credentials Secrets of Meetings.
-    pub meeting_secrets: Store<DynamicObject>,
+    /// Meetings by Bridge, credentials Secrets as digests, other Secrets' versions.
+    pub(super) indexes: Indexes,
+    /// TLS Secrets Bridges bring, as last read, with the resourceVersion read.
+    pub(super) tls: Mutex<TlsSecrets>,
     pub metrics: Arc<Metrics>,
     pub(super) synced: Synced,
-    /// Who publishes the operator's Events.
-    pub reporter: Reporter,
+    pub(super) events: Events,
 }
 
 impl Context {
@@ -120,6 +140,17 @@ impl Context {
             .unwrap_or_else(|| reflector::store::Writer::new(kind.resource()).as_reader())
     }
 
+    /// The number of cached objects of `kind` Conclave manages (a Secret may be a Meeting's
+    /// credentials, kept as a digest beside the cache).
+    pub fn managed_objects(&self, kind: Kind) -> usize {
+        let extra = if kind == Kind::Secret {
+            self.indexes.credentials.len()
+        } else {
+            0
+        };
+        self.store(kind).len() + extra
+    }
+
     /// Publishes an Event about `object`. Events are best effort: a failure is logged, never
     /// fails the reconcile.
     ///
@@ -128,17 +159,64 @@ impl Context {
     /// replica move or a refusal of another child would show the first one's message; the
     /// operator publishes only on transitions and writes, so there is no flood to fold.
     pub async fn event(&self, object: &ObjectReference, type_: EventType, reason: &str, action: &str, note: String) {
-        let ev = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
-        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
-        if let Err(e) = recorder.publish(&ev, object).await {
-            tracing::warn!(error = %e, reason, "publishing an Event failed");
+        self.events.publish(object, type_, reason, action, note).await;
+    }
+
+    /// The Meetings naming Bridge `bridge` in `ns`, from the index (not a scan of every Meeting).
+    pub fn meetings_of(&self, ns: &str, bridge: &str) -> Vec<Arc<Meeting>> {
+        self.indexes
+            .hosted
+            .names(ns, bridge)
+            .iter()
+            .filter_map(|name| self.meetings.get(&ObjectRef::new(name).within(ns)))
+            .collect()
+    }
+
+    /// What the cache knows of Meeting `meeting`'s credentials Secret.
+    pub fn credentials(&self, ns: &str, meeting: &str) -> Option<Credentials> {
+        self.indexes.credentials.get(ns, meeting)
+    }
+
+    /// A TLS Secret a Bridge names: from the Bridge's cache when Conclave manages it (the one
+    /// cert-manager writes carries Conclave's labels), else as last read if the metadata cache
+    /// shows the same resourceVersion; read again only when it changed. `None`: it does not
+    /// exist.
+    pub async fn tls_secret(&self, ns: &str, name: &str) -> Result<Option<Arc<Secret>>, Error> {
+        let cached = self
+            .store(Kind::Secret)
+            .get(&ObjectRef::new_with(name, Kind::Secret.resource()).within(ns));
+        if let Some(cached) = cached {
+            let secret = serde_json::to_value(&*cached)
+                .and_then(serde_json::from_value)
+                .map_err(|e| Error::Build(format!("Secret/{name}: {e}")))?;
+            return Ok(Some(Arc::new(secret)));
         }
+        let key = (ns.to_string(), name.to_string());
+        let Some(version) = self.indexes.foreign_secrets.version(ns, name) else {
+            self.lock_tls().remove(&key);
+            return Ok(None);
+        };
+        if let Some((read, secret)) = self.lock_tls().get(&key)
+            && *read == version
+        {
+            return Ok(Some(secret.clone()));
+        }
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        let Some(secret) = api
+            .get_opt(name)
+            .await
+            .map_err(|e| Error::Read(format!("Secret/{name}"), e))?
+        else {
+            return Ok(None);
+        };
+        let secret = Arc::new(secret);
+        let read = secret.resource_version().unwrap_or_default();
+        self.lock_tls().insert(key, (read, secret.clone()));
+        Ok(Some(secret))
+    }
+
+    fn lock_tls(&self) -> std::sync::MutexGuard<'_, TlsSecrets> {
+        self.tls.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A Secret the operator made for the parent with uid `owner` (the generated values, the
@@ -216,8 +294,10 @@ pub fn secret_keys(secret: &DynamicObject) -> BTreeSet<String> {
 /// Creates a Secret the operator owns, or replaces the cached version of it. The replace
 /// carries the cached resourceVersion, so a stale cache can never overwrite a newer value: the
 /// conflict sends the reconcile round again with the fresh object. A Secret of that name that
-/// the operator does not control is never replaced.
-pub async fn put_secret(client: &Client, mut secret: Secret, live: Option<&DynamicObject>) -> Result<(), Error> {
+/// the operator does not control is never replaced. `live` is the cached metadata of the Secret
+/// (a Meeting's credentials are cached as their metadata and a digest); the content written
+/// replaces the live one's whole, keys someone else added included.
+pub async fn put_secret(client: &Client, mut secret: Secret, live: Option<&ObjectMeta>) -> Result<(), Error> {
     let name = secret.metadata.name.clone().unwrap_or_default();
     let ns = secret.metadata.namespace.clone().unwrap_or_default();
     let key = format!("Secret/{name}");
@@ -225,8 +305,10 @@ pub async fn put_secret(client: &Client, mut secret: Secret, live: Option<&Dynam
     // A deleted parent's Secret of this name holds its values, never to be reused: it goes,
     // and this one is made afresh.
     let live = match live {
-        Some(l) if apply::predecessor(&secret.metadata, &l.metadata) => {
-            apply::delete_predecessor(&dynamic, &key, l)
+        Some(l) if apply::predecessor(&secret.metadata, l) => {
+            let mut old = DynamicObject::new(&name, &Kind::Secret.resource()).within(&ns);
+            old.metadata = l.clone();
+            apply::delete_predecessor(&dynamic, &key, &old)
                 .await
                 .map_err(|e| Error::Apply(key.clone(), e))?;
             None
@@ -234,17 +316,19 @@ pub async fn put_secret(client: &Client, mut secret: Secret, live: Option<&Dynam
         other => other,
     };
     if let Some(l) = live {
-        apply::check_owner(&key, &secret.metadata, &l.metadata).map_err(|e| Error::applying(key.clone(), e))?;
+        apply::check_owner(&key, &secret.metadata, l).map_err(|e| Error::applying(key.clone(), e))?;
     }
-    secret.metadata.resource_version = live.and_then(|l| l.resource_version());
+    let exists = live.is_some();
+    secret.metadata.resource_version = live.and_then(|l| l.resource_version.clone());
     let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let pp = PostParams {
         field_manager: Some(labels::FIELD_MANAGER.into()),
         ..PostParams::default()
     };
-    let result = match live {
-        None => api.create(&pp, &secret).await,
-        Some(_) => api.replace(&name, &pp, &secret).await,
+    let result = if exists {
+        api.replace(&name, &pp, &secret).await
+    } else {
+        api.create(&pp, &secret).await
     };
     match result {
         Ok(_) => Ok(()),

@@ -18,11 +18,11 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::Instrument;
 
+use super::watch::Credentials;
 use super::{Context, Error, Kind, status};
 use crate::api::bridge::{AuthMode, Bridge, Engine};
 use crate::api::meeting::{KeyDistribution, LinkValidity, Meeting, MeetingStatus, Phase};
 use crate::bridge::secrets;
-use crate::child::Child;
 use crate::conditions::{self, Reason, Type, condition as cond};
 use crate::engine::livekit::links as livekit;
 use crate::labels;
@@ -116,17 +116,17 @@ async fn reconcile_meeting(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Ac
     let ns = meeting.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = meeting.name_any();
     let secret_name = credentials::secret_name(&name);
-    let live = cx
-        .meeting_secrets
-        .get(&ObjectRef::new_with(&secret_name, Kind::Secret.resource()).within(&ns));
+    let live = cx.credentials(&ns, &name);
     let now = cx.clock.now();
 
-    let outcome = decide(&cx, &meeting, &ns, &name, now, live.as_deref()).await?;
+    let outcome = decide(&cx, &meeting, &ns, &name, now, live.as_ref()).await?;
     // Links must stop being handed out once the Meeting cannot or no longer runs; only a
     // Secret this Meeting controls is ever deleted.
-    let ours = |obj: &DynamicObject| apply::controller_uid(&obj.metadata) == meeting.metadata.uid.as_deref();
-    if let Some(obj) = live.as_deref().filter(|o| !outcome.credentials && ours(o)) {
-        apply::delete(&cx.client, &Kind::Secret.resource(), obj)
+    let ours = |c: &Credentials| apply::controller_uid(&c.meta) == meeting.metadata.uid.as_deref();
+    if let Some(c) = live.as_ref().filter(|c| !outcome.credentials && ours(c)) {
+        let mut obj = DynamicObject::new(&secret_name, &Kind::Secret.resource()).within(&ns);
+        obj.metadata = c.meta.clone();
+        apply::delete(&cx.client, &Kind::Secret.resource(), &obj)
             .await
             .map_err(|e| Error::Apply(format!("Secret/{secret_name}"), e))?;
     }
@@ -172,12 +172,12 @@ async fn decide(
     ns: &str,
     name: &str,
     now: DateTime<Utc>,
-    live: Option<&DynamicObject>,
+    live: Option<&Credentials>,
 ) -> Result<Outcome, Error> {
     let spec = &meeting.spec;
     // What a Secret of this name says about links already out counts only when this Meeting
     // controls it (not a deleted namesake's, not someone else's).
-    let own = live.filter(|l| apply::controller_uid(&l.metadata) == meeting.metadata.uid.as_deref());
+    let own = live.filter(|l| apply::controller_uid(&l.meta) == meeting.metadata.uid.as_deref());
     let Some(bridge) = cx.bridges.get(&ObjectRef::<Bridge>::new(&spec.bridge).within(ns)) else {
         return Ok(Outcome::waiting(
             Phase::Pending,
@@ -189,12 +189,8 @@ async fn decide(
         return Ok(Outcome::waiting(Phase::Invalid, invalid.reason, invalid.message));
     }
     let room = meeting::room(name, spec);
-    let siblings = cx.meetings.state();
-    let bookings: Vec<validate::Booking<'_>> = siblings
-        .iter()
-        .filter(|m| m.namespace().as_deref() == Some(ns) && m.spec.bridge == spec.bridge)
-        .map(|m| validate::Booking::of(m))
-        .collect();
+    let siblings = cx.meetings_of(ns, &spec.bridge);
+    let bookings: Vec<validate::Booking<'_>> = siblings.iter().map(|m| validate::Booking::of(m)).collect();
     let me = validate::Booking::of(meeting);
     if let Some(other) = validate::room_taken_by(&me, &bookings) {
         return Ok(Outcome::waiting(
@@ -266,14 +262,12 @@ async fn decide(
         if let Some(l) = own {
             o.phase = phase;
             o.credentials = true;
-            o.window = credentials::recorded_window(l.annotations());
+            o.window = l.window;
         }
         return Ok(o);
     };
     let passphrase = passphrase(cx, meeting, ns, name, &bridge, &owner).await?;
-    let recorded = own
-        .and_then(|l| credentials::recorded_window(l.annotations()))
-        .or(issued);
+    let recorded = own.and_then(|l| l.window).or(issued);
     let created = meeting
         .metadata
         .creation_timestamp
@@ -301,10 +295,10 @@ async fn decide(
     };
     let secret = credentials::secret(credentials::meta(name, ns, owner), &input)
         .map_err(|e| Error::Build(format!("signing join tokens: {e}")))?;
-    let child = Child::new(&secret).map_err(|e| Error::Build(e.to_string()))?;
-    apply::apply(&cx.client, &child, live)
-        .await
-        .map_err(|e| Error::applying(child.key(), e))?;
+    // The cache keeps a digest of the live Secret, not its links: write when they differ.
+    if live.map(|l| l.digest) != Some(credentials::digest(&secret)) {
+        super::put_secret(&cx.client, secret, live.map(|l| &l.meta)).await?;
+    }
 
     // Standing rooms wake to renew their tokens; scheduled ones at their next phase.
     let renew = spec.end.is_none().then(|| window.renew_at());
@@ -391,7 +385,7 @@ async fn passphrase(
     let secret_name = e2ee_key::secret_name(name);
     // Only this very Meeting's passphrase: a deleted namesake's must never be handed out again.
     let live = cx
-        .meeting_secrets
+        .store(Kind::Secret)
         .get(&ObjectRef::new_with(&secret_name, Kind::Secret.resource()).within(ns))
         .filter(|l| apply::controller_uid(&l.metadata) == Some(owner.uid.as_str()));
     if bridge.spec.engine != Engine::LiveKit || meeting.spec.key_distribution == KeyDistribution::OutOfBand {
@@ -416,7 +410,7 @@ async fn passphrase(
         e2ee_key::Plan::Generate { rekey, replaces } => {
             let k = crate::engine::livekit::token::new_passphrase();
             let secret = e2ee_key::secret(e2ee_key::meta(name, ns, owner.clone()), &k, rekey.as_deref());
-            super::put_secret(&cx.client, secret, live.as_deref()).await?;
+            super::put_secret(&cx.client, secret, live.as_deref().map(|l| &l.metadata)).await?;
             if replaces {
                 cx.event(
                     &meeting.object_ref(&()),

@@ -3,6 +3,7 @@
 pub mod bridge;
 pub mod certmanager;
 mod context;
+mod events;
 pub mod leader;
 pub mod meeting;
 pub mod status;

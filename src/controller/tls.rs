@@ -6,7 +6,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Resource;
-use kube::api::{Api, DynamicObject};
+use kube::api::DynamicObject;
 use kube::runtime::events::EventType;
 
 use super::{Context, Error};
@@ -55,12 +55,7 @@ pub(super) async fn tls_state(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Resul
         (None, None) => return own_ca(cx, bridge, ctx).await,
     };
     let keep = if managed { vec![tls_name] } else { Vec::new() };
-    let api: Api<Secret> = Api::namespaced(cx.client.clone(), &ctx.namespace);
-    let secret = api
-        .get_opt(&secret_name)
-        .await
-        .map_err(|e| Error::Read(format!("Secret/{secret_name}"), e))?;
-    let Some(secret) = secret else {
+    let Some(secret) = cx.tls_secret(&ctx.namespace, &secret_name).await? else {
         let (reason, msg) = if managed {
             (
                 Reason::Issuing,
@@ -74,7 +69,7 @@ pub(super) async fn tls_state(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Resul
         };
         return Ok(TlsState::not_ready(reason, msg, generation, keep));
     };
-    let data = secret.data.unwrap_or_default();
+    let data = secret.data.clone().unwrap_or_default();
     let has = |k: &str| data.get(k).is_some_and(|v| v.0.starts_with(b"-----BEGIN"));
     if !(has("tls.crt") && has("tls.key")) {
         let msg = format!("Secret {secret_name} lacks PEM tls.crt and tls.key");
@@ -218,5 +213,5 @@ async fn write_secret(
         ),
         ..Secret::default()
     };
-    super::put_secret(&cx.client, secret, live).await
+    super::put_secret(&cx.client, secret, live.map(|l| &l.metadata)).await
 }

@@ -142,6 +142,31 @@ pub fn secret(mut meta: ObjectMeta, input: &Input<'_>) -> Result<Secret, jsonweb
     })
 }
 
+/// A digest of everything the operator sets on a credentials Secret: its type, its data (every
+/// key, so a key someone added is drift too), its own labels and annotations, and its
+/// controller. The cache keeps this instead of the links: the reconciler compares the digest of
+/// the Secret it would write with the live one's, and writes only when they differ.
+pub fn digest(secret: &Secret) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Deterministic within a process, which is all a cache needs.
+    let mut h = std::hash::DefaultHasher::new();
+    secret.type_.hash(&mut h);
+    for (k, v) in secret.data.iter().flatten() {
+        (k, &v.0).hash(&mut h);
+    }
+    let ours = |k: &&String| k.starts_with("app.kubernetes.io/") || k.starts_with("conclave.dev/");
+    for (k, v) in secret.metadata.labels.iter().flatten().filter(|(k, _)| ours(k)) {
+        (0u8, k, v).hash(&mut h);
+    }
+    for (k, v) in secret.metadata.annotations.iter().flatten().filter(|(k, _)| ours(k)) {
+        (1u8, k, v).hash(&mut h);
+    }
+    for o in secret.metadata.owner_references.iter().flatten() {
+        (&o.uid, o.controller).hash(&mut h);
+    }
+    h.finish()
+}
+
 /// The window recorded on a live Secret's annotations.
 pub fn recorded_window(annotations: &BTreeMap<String, String>) -> Option<Window> {
     let get = |k: &str| annotations.get(k)?.parse().ok();
@@ -229,7 +254,29 @@ mod tests {
                 .all(|l| l == "https://meet.example.com/standup")
         );
         let secret = secret(ObjectMeta::default(), &input).expect("secret");
-        let recorded = recorded_window(&secret.metadata.annotations.expect("annotations")).expect("window");
+        let recorded = recorded_window(&secret.metadata.annotations.clone().expect("annotations")).expect("window");
         assert_eq!(recorded.expires.timestamp(), w.expires.timestamp());
+
+        // The digest sees our data and metadata, not what other tools add to the metadata.
+        let base = digest(&secret);
+        let mut other = secret.clone();
+        other.metadata.labels = Some(BTreeMap::from([("team".to_string(), "x".to_string())]));
+        other.metadata.resource_version = Some("42".into());
+        assert_eq!(digest(&other), base);
+        let mut added = secret.clone();
+        added
+            .data
+            .as_mut()
+            .expect("data")
+            .insert("mallory".into(), ByteString(b"x".to_vec()));
+        assert_ne!(digest(&added), base, "an added key is drift");
+        let mut edited = secret.clone();
+        edited
+            .metadata
+            .annotations
+            .as_mut()
+            .expect("annotations")
+            .insert(VALID_UNTIL_ANNOTATION.into(), "2000-01-01T00:00:00Z".into());
+        assert_ne!(digest(&edited), base);
     }
 }

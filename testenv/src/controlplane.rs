@@ -34,6 +34,8 @@ pub struct Options {
     pub state_dir: Option<PathBuf>,
     /// How many fake nodes to create when `kwok` is on (named `kwok-node-0..`). Default 3.
     pub nodes: usize,
+    /// What each fake node offers the scheduler. Default: kwok's 32 CPUs, 128 GiB, 110 pods.
+    pub node_capacity: NodeCapacity,
     /// Deadline for the whole start-up, readiness included. Default 120 s.
     pub timeout: Duration,
 }
@@ -44,7 +46,27 @@ impl Default for Options {
             kwok: true,
             state_dir: None,
             nodes: 3,
+            node_capacity: NodeCapacity::default(),
             timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Allocatable (and capacity) of each fake node. Nothing runs, so any size is free; a
+/// benchmark with hundreds of Pods needs more than kwok's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeCapacity {
+    pub cpu: u32,
+    pub memory_gib: u32,
+    pub pods: u32,
+}
+
+impl Default for NodeCapacity {
+    fn default() -> Self {
+        NodeCapacity {
+            cpu: 32,
+            memory_gib: 128,
+            pods: 110,
         }
     }
 }
@@ -455,7 +477,7 @@ impl ControlPlane {
                 ],
             )?;
             if opts.kwok {
-                self.create_nodes(&admin, opts.nodes).await?;
+                self.create_nodes(&admin, opts.nodes, opts.node_capacity).await?;
                 write(&p("kwok.yaml"), kwok_config())?;
                 self.spawn(
                     "kwok",
@@ -579,8 +601,13 @@ impl ControlPlane {
     /// Creates the fake nodes kwok will manage. Their addresses are pure data (nothing
     /// listens there): InternalIP 10.244.0.1x and ExternalIP 203.0.113.1x (TEST-NET-3,
     /// documentation range). They carry no taint so that ordinary workloads land on them.
-    async fn create_nodes(&self, client: &kube::Client, n: usize) -> Result<(), Error> {
+    async fn create_nodes(&self, client: &kube::Client, n: usize, capacity: NodeCapacity) -> Result<(), Error> {
         let nodes: Api<Node> = Api::all(client.clone());
+        let resources = json!({
+            "cpu": capacity.cpu.to_string(),
+            "memory": format!("{}Gi", capacity.memory_gib),
+            "pods": capacity.pods.to_string(),
+        });
         for i in 0..n {
             let name = format!("kwok-node-{i}");
             let node: Node = serde_json::from_value(json!({
@@ -609,8 +636,8 @@ impl ControlPlane {
                         { "type": "ExternalIP", "address": format!("203.0.113.{}", 10 + i) },
                         { "type": "Hostname", "address": name },
                     ],
-                    "allocatable": { "cpu": "32", "memory": "128Gi", "pods": "110" },
-                    "capacity": { "cpu": "32", "memory": "128Gi", "pods": "110" },
+                    "allocatable": resources.clone(),
+                    "capacity": resources.clone(),
                     "nodeInfo": {
                         "architecture": "amd64",
                         "operatingSystem": "linux",

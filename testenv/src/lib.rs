@@ -45,7 +45,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, PostParams};
 
-pub use controlplane::{ControlPlane, KWOK_NODE_ANNOTATION, Options};
+pub use controlplane::{ControlPlane, KWOK_NODE_ANNOTATION, NodeCapacity, Options};
 pub use error::Error;
 pub use tools::{livekit_bin_dir, tools_bin_dir};
 

@@ -46,11 +46,30 @@ impl Operator {
         env: &[(&str, &str)],
         clock: Option<PathBuf>,
     ) -> Operator {
+        let bin = Path::new(env!("CARGO_BIN_EXE_conclave"));
+        Operator::spawn(bin, user, kubeconfig, args, env, clock, true)
+    }
+
+    /// The binary `bin` run like [`Operator::launch`] with a given kubeconfig, collecting the
+    /// log without echoing it: for runs with tens of thousands of reconciles.
+    pub fn quiet(bin: &Path, user: &str, kubeconfig: &Path, args: &[&str], env: &[(&str, &str)]) -> Operator {
+        Operator::spawn(bin, user, Some(kubeconfig), args, env, None, false)
+    }
+
+    fn spawn(
+        bin: &Path,
+        user: &str,
+        kubeconfig: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+        clock: Option<PathBuf>,
+        echo: bool,
+    ) -> Operator {
         let kubeconfig = match kubeconfig {
             Some(path) => path.to_path_buf(),
             None => cluster().kubeconfig_as(user, &["system:masters"]),
         };
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_conclave"));
+        let mut cmd = Command::new(bin);
         cmd.args(["run", "--log-format", "text"])
             // Each operator gets its own free port for health and metrics.
             .args(["--http-address", "127.0.0.1:0"])
@@ -82,7 +101,9 @@ impl Operator {
             let (lines, tag) = (lines.clone(), user.to_string());
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    eprintln!("[{tag}] {line}");
+                    if echo {
+                        eprintln!("[{tag}] {line}");
+                    }
                     lines.lock().expect("log lock").push(line);
                 }
             });

@@ -1,0 +1,196 @@
+//! A reflected cache ([`Store`]) fed by a [`Sink`]: objects are slimmed before they enter it,
+//! an object that does not deserialize is reported and kept out, and every change reaches the
+//! kind's relations with the object as it was before and as it is now.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use kube::Resource;
+use kube::api::{DynamicObject, ObjectMeta};
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher::Event;
+
+use super::feed::{Sink, Trigger};
+use super::invalid::InvalidObjects;
+use super::lenient::Lenient;
+
+/// What the relations of a kind do with a change: the object before (`None`: new) and after
+/// (`None`: deleted), and the reconciles it asks for.
+pub(super) type Hook<K> = Box<dyn FnMut(Option<&K>, Option<&K>, &mut Vec<Trigger>) + Send>;
+
+/// Strips what no reconcile reads before an object enters the cache.
+pub(super) type Slim<K> = Box<dyn Fn(&mut K) + Send>;
+
+/// Called after every complete (re)list with the fresh cache, for state kept beside it.
+pub(super) type Relisted<K> = Box<dyn FnMut(&Store<K>) + Send>;
+
+/// An object as a watch delivers it, valid or not.
+pub(super) trait Incoming<K> {
+    fn into_lenient(self) -> Lenient<K>;
+}
+
+impl<K> Incoming<K> for Lenient<K> {
+    fn into_lenient(self) -> Lenient<K> {
+        self
+    }
+}
+
+impl Incoming<DynamicObject> for DynamicObject {
+    fn into_lenient(self) -> Lenient<DynamicObject> {
+        Lenient::Valid(self)
+    }
+}
+
+impl Incoming<k8s_openapi::api::core::v1::Node> for k8s_openapi::api::core::v1::Node {
+    fn into_lenient(self) -> Lenient<k8s_openapi::api::core::v1::Node> {
+        Lenient::Valid(self)
+    }
+}
+
+pub(super) struct StoreSink<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    kind: &'static str,
+    writer: Writer<K>,
+    reader: Store<K>,
+    dyntype: K::DynamicType,
+    slim: Slim<K>,
+    hook: Hook<K>,
+    relisted: Option<Relisted<K>>,
+    /// Objects of the (re)list in progress.
+    seen: HashSet<ObjectRef<K>>,
+    invalid: Arc<InvalidObjects>,
+}
+
+impl<K> StoreSink<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    pub fn new(
+        kind: &'static str,
+        writer: Writer<K>,
+        dyntype: K::DynamicType,
+        slim: Slim<K>,
+        hook: Hook<K>,
+        invalid: Arc<InvalidObjects>,
+    ) -> StoreSink<K> {
+        StoreSink {
+            kind,
+            reader: writer.as_reader(),
+            writer,
+            dyntype,
+            slim,
+            hook,
+            relisted: None,
+            seen: HashSet::new(),
+            invalid,
+        }
+    }
+
+    pub fn on_relisted(mut self, f: Relisted<K>) -> StoreSink<K> {
+        self.relisted = Some(f);
+        self
+    }
+
+    fn key(&self, meta: &ObjectMeta) -> ObjectRef<K> {
+        let r = ObjectRef::new_with(meta.name.as_deref().unwrap_or_default(), self.dyntype.clone());
+        match meta.namespace.as_deref() {
+            Some(ns) => r.within(ns),
+            None => r,
+        }
+    }
+
+    fn remove(&mut self, old: Arc<K>, out: &mut Vec<Trigger>) {
+        self.writer.apply_watcher_event(&Event::Delete((*old).clone()));
+        (self.hook)(Some(&old), None, out);
+    }
+}
+
+impl<K, W> Sink<W> for StoreSink<K>
+where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    W: Incoming<K>,
+{
+    fn relist(&mut self) {
+        self.seen.clear();
+        self.writer.apply_watcher_event(&Event::Init);
+        self.invalid.relist(self.kind);
+    }
+
+    fn apply(&mut self, obj: W, listing: bool, out: &mut Vec<Trigger>) {
+        match obj.into_lenient() {
+            Lenient::Valid(mut obj) => {
+                (self.slim)(&mut obj);
+                self.invalid.forget(self.kind, obj.meta());
+                let key = self.key(obj.meta());
+                let old = self.reader.get(&key);
+                let event = if listing {
+                    self.seen.insert(key);
+                    Event::InitApply(obj)
+                } else {
+                    Event::Apply(obj)
+                };
+                self.writer.apply_watcher_event(&event);
+                if let Event::InitApply(new) | Event::Apply(new) = &event {
+                    (self.hook)(old.as_deref(), Some(new), out);
+                }
+            }
+            Lenient::Invalid { metadata, error } => {
+                let reference = k8s_openapi::api::core::v1::ObjectReference {
+                    api_version: Some(K::api_version(&self.dyntype).into_owned()),
+                    kind: Some(K::kind(&self.dyntype).into_owned()),
+                    name: metadata.name.clone(),
+                    namespace: metadata.namespace.clone(),
+                    uid: metadata.uid.clone(),
+                    ..Default::default()
+                };
+                self.invalid
+                    .report(self.kind, reference, metadata.resource_version.clone(), &error);
+                // A stale valid version must not keep being reconciled. During a list, not
+                // marking it seen is enough: it leaves the cache when the list completes.
+                let key = self.key(&metadata);
+                if let (false, Some(old)) = (listing, self.reader.get(&key)) {
+                    self.remove(old, out);
+                }
+            }
+        }
+    }
+
+    fn delete(&mut self, obj: W, out: &mut Vec<Trigger>) {
+        let obj = obj.into_lenient();
+        let metadata = match &obj {
+            Lenient::Valid(k) => k.meta().clone(),
+            Lenient::Invalid { metadata, .. } => (**metadata).clone(),
+        };
+        self.invalid.forget(self.kind, &metadata);
+        let key = self.key(&metadata);
+        match (self.reader.get(&key), obj) {
+            (Some(old), _) => self.remove(old, out),
+            (None, Lenient::Valid(gone)) => (self.hook)(Some(&gone), None, out),
+            (None, Lenient::Invalid { .. }) => {}
+        }
+    }
+
+    fn listed(&mut self, out: &mut Vec<Trigger>) {
+        let vanished: Vec<Arc<K>> = self
+            .reader
+            .state()
+            .into_iter()
+            .filter(|o| !self.seen.contains(&self.key(o.meta())))
+            .collect();
+        self.writer.apply_watcher_event(&Event::InitDone);
+        for old in vanished {
+            (self.hook)(Some(&old), None, out);
+        }
+        self.seen = HashSet::new();
+        self.invalid.listed(self.kind);
+        if let Some(f) = self.relisted.as_mut() {
+            f(&self.reader);
+        }
+    }
+}

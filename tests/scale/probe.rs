@@ -1,0 +1,203 @@
+//! What the scale benchmark measures with: the operator's memory from `/proc`, its requests
+//! from the API server's audit log, its reconcile counts from `/metrics`, and when each
+//! Meeting got its links, from a watch of its own.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use conclave::api::Meeting;
+use futures::StreamExt;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+
+use crate::common::operator::http_get;
+
+/// `VmRSS` and `VmHWM` (peak) of a process, in bytes.
+pub fn memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The pid of a control-plane component by its command name.
+pub fn component_pid(pids: &[u32], comm: &str) -> Option<u32> {
+    pids.iter()
+        .rev()
+        .copied()
+        .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm))
+}
+
+/// One request of the audited user.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub verb: String,
+    pub resource: String,
+    pub stage: String,
+}
+
+impl Request {
+    /// A request that changes something.
+    pub fn is_write(&self) -> bool {
+        self.stage == "ResponseComplete"
+            && matches!(
+                self.verb.as_str(),
+                "create" | "update" | "patch" | "delete" | "deletecollection"
+            )
+    }
+
+    /// A finished request other than a watch (watches are the caches, not reconciles).
+    pub fn is_call(&self) -> bool {
+        self.stage == "ResponseComplete" && self.verb != "watch"
+    }
+
+    /// A watch being opened.
+    pub fn opens_watch(&self) -> bool {
+        self.stage == "ResponseStarted" && self.verb == "watch"
+    }
+}
+
+/// Reads the audit log from where it stopped last time, keeping one user's requests.
+pub struct AuditTail {
+    path: PathBuf,
+    offset: u64,
+    partial: String,
+}
+
+impl AuditTail {
+    /// Starts at the current end of the log: only requests from now on are read.
+    pub fn from_now(path: PathBuf) -> AuditTail {
+        let offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        AuditTail {
+            path,
+            offset,
+            partial: String::new(),
+        }
+    }
+
+    /// Requests by `user` logged since the last call.
+    pub fn read(&mut self, user: &str) -> Vec<Request> {
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return Vec::new();
+        };
+        if file.seek(SeekFrom::Start(self.offset)).is_err() {
+            return Vec::new();
+        }
+        let mut text = String::new();
+        let Ok(n) = file.read_to_string(&mut text) else {
+            return Vec::new();
+        };
+        self.offset += n as u64;
+        let mut text = std::mem::take(&mut self.partial) + &text;
+        // A line still being written stays for the next read.
+        if !text.ends_with('\n') {
+            let cut = text.rfind('\n').map_or(0, |i| i + 1);
+            self.partial = text.split_off(cut);
+        }
+        text.lines()
+            .filter(|l| l.contains(user))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["user"]["username"] == user)
+            .map(|e| Request {
+                verb: e["verb"].as_str().unwrap_or_default().to_string(),
+                resource: e["objectRef"]["resource"].as_str().unwrap_or_default().to_string(),
+                stage: e["stage"].as_str().unwrap_or_default().to_string(),
+            })
+            .collect()
+    }
+}
+
+/// `conclave_reconciles_total` by kind.
+pub fn reconciles(port: u16) -> BTreeMap<String, u64> {
+    let Ok((200, body)) = http_get(port, "/metrics") else {
+        return BTreeMap::new();
+    };
+    body.lines()
+        .filter_map(|l| l.strip_prefix("conclave_reconciles_total{kind=\""))
+        .filter_map(|rest| {
+            let (kind, value) = rest.split_once("\"} ")?;
+            Some((kind.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The sum of `conclave_reconciles_total` over kinds.
+pub fn total_reconciles(port: u16) -> u64 {
+    reconciles(port).values().sum()
+}
+
+/// When each Meeting first showed `status.credentialsSecret`, seen from a watch.
+#[derive(Clone, Default)]
+pub struct Links(Arc<Mutex<HashMap<String, Instant>>>);
+
+impl Links {
+    /// Watches the Meetings of `api` until the process ends.
+    pub fn watch(api: Api<Meeting>) -> Links {
+        let links = Links::default();
+        let seen = links.0.clone();
+        tokio::spawn(async move {
+            let mut events = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .applied_objects()
+                .boxed();
+            while let Some(event) = events.next().await {
+                let Ok(m) = event else { continue };
+                let linked = m.status.as_ref().is_some_and(|s| s.credentials_secret.is_some());
+                if linked {
+                    let mut seen = seen.lock().expect("links lock");
+                    seen.entry(m.name_any()).or_insert_with(Instant::now);
+                }
+            }
+        });
+        links
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.lock().expect("links lock").len()
+    }
+
+    /// When `name` got its links.
+    pub fn at(&self, name: &str) -> Option<Instant> {
+        self.0.lock().expect("links lock").get(name).copied()
+    }
+
+    /// The latest time any Meeting got its links.
+    pub fn last(&self) -> Option<Instant> {
+        self.0.lock().expect("links lock").values().max().copied()
+    }
+}
+
+/// Distinct objects the operator logged as reconciled (`reconcile{bridge=...}` and
+/// `reconcile{meeting=...}` spans of a `reconciled` line).
+pub fn reconciled_objects(lines: &[String]) -> usize {
+    let mut keys: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.contains("reconciled"))
+        .filter_map(|l| {
+            let rest = &l[l.find("reconcile{")? + "reconcile{".len()..];
+            Some(&rest[..rest.find('}')?])
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.len()
+}
+
+/// The `q`-quantile (0..=1) of `values` (nearest rank); 0 for none.
+pub fn quantile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    values[rank - 1]
+}
