@@ -20,6 +20,8 @@ const BRIDGE_SLOTS: usize = 6;
 #[derive(Clone, Debug)]
 pub struct BridgeModel {
     pub slot: usize,
+    /// Base media port (NodePort) of this incarnation.
+    pub port: i32,
     pub replicas: i32,
     pub max_replicas: i32,
     pub per_replica: i32,
@@ -43,8 +45,9 @@ pub struct Model {
     pub meetings: BTreeMap<String, MeetingModel>,
     max_bridges: usize,
     next_meeting: u32,
-    /// Media port of the Bridge in slot 0; slot N uses ten more per slot.
+    /// Media ports: each Bridge created gets the next block of three from here.
     port_base: i32,
+    created: i32,
 }
 
 /// One step of churn.
@@ -105,7 +108,7 @@ const BRIDGE_CHILDREN: [(&str, &str); 13] = [
 
 impl Model {
     /// A model for `namespace`; NodePorts are cluster-wide, so tests running side by side give
-    /// each model its own `port_base`.
+    /// each model its own `port_base` (the models use up to 60 ports from there).
     pub fn new(namespace: &str, max_bridges: usize, port_base: i32) -> Model {
         Model {
             namespace: namespace.to_string(),
@@ -114,6 +117,7 @@ impl Model {
             max_bridges: max_bridges.min(BRIDGE_SLOTS),
             next_meeting: 0,
             port_base,
+            created: 0,
         }
     }
 
@@ -187,10 +191,18 @@ impl Model {
     pub fn create_bridge(&mut self, slot: usize, rng: &mut StdRng) -> Op {
         let name = format!("b{slot}");
         let replicas = rng.random_range(1..=2);
+        // A fresh block of ports for every Bridge created, even under a reused name: a
+        // kube-apiserver killed between deleting a Service and releasing its NodePort leaks the
+        // port until its repair loop frees it, several minutes later, and a Bridge created in
+        // that time on that port meets PortInUse (reported, rightly) for the control plane's
+        // reasons.
+        let port = self.port_base + 3 * (self.created % 20);
+        self.created += 1;
         self.bridges.insert(
             name.clone(),
             BridgeModel {
                 slot,
+                port,
                 replicas,
                 max_replicas: replicas + rng.random_range(0..=1),
                 per_replica: rng.random_range(2..=6),
@@ -314,7 +326,7 @@ impl Model {
                         // random (30000-30085 by default): above it, a NodePort assigned to
                         // some LoadBalancer Service (this Bridge's own TURN Service among
                         // them) can take a replica's port, which a chaos run met.
-                        "media": {"port": self.port_base + 10 * b.slot as i32}},
+                        "media": {"port": b.port}},
                 // TURN at a fixed address, so it is Ready without a load balancer (an IP: no
                 // name joins the certificate when TURN is toggled).
                 "turn": {"enabled": b.turn, "host": "198.51.100.20"},
