@@ -131,14 +131,28 @@ pub(super) fn meeting(
     })
 }
 
-/// The controller of a child, if it is a Bridge or a Meeting.
+/// The controller of a child, if it is a Bridge or a Meeting; without an owner reference, the
+/// parent its labels name (the TLS Secret cert-manager writes for a Bridge carries the Bridge's
+/// labels, from the Certificate's secretTemplate, and no owner).
 fn owner(obj: &DynamicObject) -> Option<Trigger> {
     let ns = obj.namespace()?;
-    let o = obj.owner_references().iter().find(|o| o.controller == Some(true))?;
-    match o.kind.as_str() {
-        "Bridge" => Some(Trigger::Bridge(ObjectRef::new(&o.name).within(&ns))),
-        "Meeting" => Some(Trigger::Meeting(ObjectRef::new(&o.name).within(&ns))),
-        _ => None,
+    let (bridge, meeting, name) = match obj.owner_references().iter().find(|o| o.controller == Some(true)) {
+        Some(o) => (o.kind == "Bridge", o.kind == "Meeting", o.name.clone()),
+        None => {
+            let kind = obj.labels().get(labels::OWNER_KIND)?;
+            (
+                kind == crate::controller::bridge::OWNER_KIND,
+                kind == crate::meeting::OWNER_KIND,
+                obj.labels().get(labels::INSTANCE)?.clone(),
+            )
+        }
+    };
+    if bridge {
+        Some(Trigger::Bridge(ObjectRef::new(&name).within(&ns)))
+    } else if meeting {
+        Some(Trigger::Meeting(ObjectRef::new(&name).within(&ns)))
+    } else {
+        None
     }
 }
 
