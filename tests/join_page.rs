@@ -16,9 +16,9 @@
 //!    joins;
 //!
 //! with screenshots of every page under `target/tmp/join-page/`, and no JavaScript error on any
-//! page. The outer test builds what is missing (livekit-server with `go install`, the page with
-//! npm) and re-runs itself inside the namespace; without namespaces, Chromium or node it skips
-//! loudly, and fails under CI.
+//! page. The outer test builds what is missing (livekit-server and lkclient through
+//! `tests/tools/build.sh livekit`, the page with npm) and re-runs itself inside the namespace;
+//! without namespaces, Chromium or node it skips loudly, and fails under CI.
 
 #[path = "join_page/browser.rs"]
 mod browser;
