@@ -157,6 +157,7 @@ impl Outage {
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "not yet reliable in CI (README, The chaos test); run with `cargo test --test chaos -- --ignored`"]
 async fn chaos() {
     let _serial = SERIAL.lock().await;
     let size = match std::env::var("CONCLAVE_CHAOS_SIZE").as_deref() {
