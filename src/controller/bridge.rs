@@ -24,7 +24,7 @@ use crate::apply::ApplyError;
 pub use crate::bridge::context::OWNER_KIND;
 use crate::bridge::context::{Ctx, SfuReplica};
 use crate::bridge::{coturn, placement, secrets, sfu as pool};
-use crate::conditions::{self, Reason, Type, condition as cond};
+use crate::conditions::{Reason, Type, condition as cond};
 use crate::labels;
 use crate::meeting::{self, capacity, validate};
 use crate::{apply, clock, engine, turn};
@@ -57,23 +57,7 @@ async fn report_failure(cx: &Context, bridge: &Bridge, err: &Error) {
     }
     let generation = bridge.metadata.generation;
     let mut status = current_status(bridge);
-    let message = err.to_string();
-    conditions::set(
-        &mut status.conditions,
-        cond(Type::Reconciled, false, err.reason(), &message, generation),
-    );
-    if !err.is_transient() {
-        conditions::set(
-            &mut status.conditions,
-            cond(
-                Type::Ready,
-                false,
-                err.reason(),
-                &format!("the last reconcile failed: {message}"),
-                generation,
-            ),
-        );
-    }
+    status::record_failure(&mut status, err, generation);
     if let Err(e) = patch_status(cx, bridge, status).await {
         tracing::warn!(error = %e, "the failure could not be written into status");
     }

@@ -23,7 +23,7 @@ use super::{Context, Error, Kind, status};
 use crate::api::bridge::{AuthMode, Bridge, Engine};
 use crate::api::meeting::{KeyDistribution, LinkValidity, Meeting, MeetingStatus, Phase};
 use crate::bridge::secrets;
-use crate::conditions::{self, Reason, Type, condition as cond};
+use crate::conditions::{Reason, Type, condition as cond};
 use crate::engine::livekit::links as livekit;
 use crate::labels;
 use crate::meeting::credentials::Signer;
@@ -60,23 +60,7 @@ async fn report_failure(cx: &Context, meeting: &Meeting, err: &Error) {
     }
     let generation = meeting.metadata.generation;
     let mut status = meeting.status.clone().unwrap_or_default();
-    let message = err.to_string();
-    conditions::set(
-        &mut status.conditions,
-        cond(Type::Reconciled, false, err.reason(), &message, generation),
-    );
-    if !err.is_transient() {
-        conditions::set(
-            &mut status.conditions,
-            cond(
-                Type::Ready,
-                false,
-                err.reason(),
-                &format!("the last reconcile failed: {message}"),
-                generation,
-            ),
-        );
-    }
+    status::record_failure(&mut status, err, generation);
     if let Err(e) = patch_status(cx, meeting, status).await {
         tracing::warn!(error = %e, "the failure could not be written into status");
     }

@@ -13,8 +13,23 @@ use serde_json::json;
 
 use super::{Context, Error};
 use crate::api::{BridgeStatus, MeetingStatus};
-use crate::conditions::keep_transition_times;
+use crate::conditions::{self, Type, condition, keep_transition_times};
 use crate::labels::FIELD_MANAGER;
+
+/// Records a failed reconcile in `status`: `Reconciled=False` with the error's kind as the
+/// reason, and `Ready=False` unless the failure is transient (the API server briefly away).
+pub fn record_failure<S: Conditioned>(status: &mut S, err: &Error, generation: Option<i64>) {
+    let message = err.to_string();
+    let conds = status.conditions_mut();
+    conditions::set(
+        conds,
+        condition(Type::Reconciled, false, err.reason(), &message, generation),
+    );
+    if !err.is_transient() {
+        let ready = format!("the last reconcile failed: {message}");
+        conditions::set(conds, condition(Type::Ready, false, err.reason(), &ready, generation));
+    }
+}
 
 /// A status that carries conditions.
 pub trait Conditioned {
