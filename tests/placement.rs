@@ -41,14 +41,27 @@ async fn add_node(nodes: &Api<Node>, name: &str, pool: &str, ip: &str) {
     }))
     .expect("node");
     nodes.create(&PostParams::default(), &node).await.expect("create node");
-    wait_for(&format!("node {name} Ready"), Duration::from_secs(60), || async {
-        let n = nodes.get(name).await.ok()?;
-        n.status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-            .then_some(())
-    })
+    // Ready, and without the taints the node lifecycle controller puts on a node until it has
+    // seen it Ready (`not-ready`/`unreachable`, NoSchedule): until then neither the scheduler nor
+    // the operator's placement may use it.
+    wait_for(
+        &format!("node {name} Ready and untainted"),
+        Duration::from_secs(60),
+        || async {
+            let n = nodes.get(name).await.ok()?;
+            let tainted = n
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.as_ref())
+                .is_some_and(|t| !t.is_empty());
+            let ready = n
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            (ready && !tainted).then_some(())
+        },
+    )
     .await;
 }
 
