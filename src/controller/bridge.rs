@@ -2,7 +2,7 @@
 //! Only this module and `apply` talk to the API; everything it decides comes from pure
 //! functions fed with what the caches hold.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,10 +16,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tracing::Instrument;
 
-use super::context::pod_resource;
+use super::sfu_pods;
 use super::{Context, Error, status, tls};
 use crate::api::Exposure;
-use crate::api::bridge::{Bridge, BridgeSpec, BridgeStatus, Engine, SfuStatus};
+use crate::api::bridge::{Bridge, BridgeStatus, Engine, SfuStatus};
 use crate::apply::ApplyError;
 pub use crate::bridge::context::OWNER_KIND;
 use crate::bridge::context::{Ctx, SfuReplica};
@@ -111,7 +111,7 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
         &name,
         reservation.replicas,
         nodes.iter().map(|n| &**n),
-        &current_placement(&cx, &bridge.spec, &ns, &name),
+        &sfu_pods::current_placement(&cx, &bridge.spec, &ns, &name),
         now,
         |svc| lb(svc).ips.into_iter().next(),
     );
@@ -192,6 +192,7 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
         wanted.insert(("Secret".to_string(), keep.clone()));
     }
     prune(&cx, &bridge, &ns, &uid, &wanted).await?;
+    writes += sfu_pods::delete_left_behind(&cx, &bridge.spec, &ns, &name).await?;
 
     // Status from the caches.
     let ready = |kind, suffix: &str| {
@@ -323,28 +324,6 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
         Some(at) => Action::requeue(clock::until(cx.clock.now(), at)),
         None => Action::await_change(),
     })
-}
-
-/// Where each SFU replica of Bridge `name` is pinned now (from its cached StatefulSet), and
-/// whether its pod waits for a node that cannot take it (from the cached pod).
-fn current_placement(cx: &Context, spec: &BridgeSpec, ns: &str, name: &str) -> BTreeMap<i32, placement::Current> {
-    let (statefulsets, pods) = (cx.store(super::Kind::StatefulSet), cx.pods.clone());
-    (0..spec.sfu.max_replicas())
-        .filter_map(|i| {
-            let sts_name = labels::child_name(name, &format!("sfu-{i}"));
-            let sts =
-                statefulsets.get(&ObjectRef::new_with(&sts_name, super::Kind::StatefulSet.resource()).within(ns))?;
-            let pod = pods.get(&ObjectRef::new_with(&format!("{sts_name}-0"), pod_resource()).within(ns));
-            let json = |o: &DynamicObject| serde_json::to_value(o).unwrap_or_default();
-            Some((
-                i,
-                placement::Current {
-                    node: placement::pinned_node(&json(&sts)),
-                    unschedulable_since: pod.and_then(|p| placement::unschedulable_since(&json(&p))),
-                },
-            ))
-        })
-        .collect()
 }
 
 /// A replica moving to another node gets an Event saying where, why and what it advertises

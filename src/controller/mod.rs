@@ -6,6 +6,7 @@ mod context;
 mod events;
 pub mod leader;
 pub mod meeting;
+mod sfu_pods;
 pub mod status;
 mod tls;
 mod watch;

@@ -1,5 +1,6 @@
-//! The one status write, for Bridges and Meetings alike: server-side apply of the whole status
-//! with Conclave's field manager, sent only when it differs from what the object shows.
+//! The one status write, for Bridges and Meetings alike: the whole status, with Conclave's
+//! field manager, sent only when it differs from what the object shows, and only to the object
+//! it was computed for.
 
 use std::fmt::Debug;
 
@@ -58,6 +59,12 @@ impl Conditioned for MeetingStatus {
 /// Writes `status` unless the object already shows it. A condition whose status did not change
 /// keeps its transition time, so an unchanged object compares equal and costs no write.
 /// Returns the previous status when a write was sent, for the caller to announce transitions.
+///
+/// The write tests the object's uid in the same request (a JSON patch `test` on the status
+/// subresource): a reconcile that read an object deleted meanwhile must not write its status
+/// onto a new object of the same name (met when a Bridge was deleted and created again at
+/// once: the new one showed the old one's `Ready=True` before its first reconcile). A name that
+/// now holds another object is no error: that object has its own reconcile.
 pub async fn patch<K>(cx: &Context, obj: &K, mut status: K::Status) -> Result<Option<K::Status>, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -74,10 +81,35 @@ where
     }
     let name = obj.name_any();
     let ns = obj.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let uid = obj.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    let key = format!("{}/{name}/status", K::kind(&()));
     let api: Api<K> = Api::namespaced(cx.client.clone(), &ns);
-    let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
-    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(|e| Error::Apply(format!("{}/{name}/status", K::kind(&())), e))?;
-    Ok(Some(old))
+    let ops = json!([
+        {"op": "test", "path": "/metadata/uid", "value": uid},
+        {"op": "add", "path": "/status", "value": status},
+    ]);
+    let ops: json_patch::Patch = serde_json::from_value(ops).map_err(|e| Error::Build(e.to_string()))?;
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    match api.patch_status(&name, &params, &Patch::Json::<()>(ops)).await {
+        Ok(_) => Ok(Some(old)),
+        // 404: gone. 422: the test failed, or the status is invalid; only a name that holds
+        // another object now (or none) is let go.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Err(kube::Error::Api(s)) if s.code == 422 => {
+            let now = api
+                .get_metadata_opt(&name)
+                .await
+                .map_err(|e| Error::Read(key.clone(), e))?;
+            if now.is_some_and(|n| n.metadata.uid.as_deref() == Some(uid.as_str())) {
+                Err(Error::Apply(key, kube::Error::Api(s)))
+            } else {
+                tracing::debug!(object = %key, "not written: the object was deleted, or replaced by a namesake");
+                Ok(None)
+            }
+        }
+        Err(e) => Err(Error::Apply(key, e)),
+    }
 }

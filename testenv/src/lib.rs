@@ -90,7 +90,13 @@ pub fn shared() -> &'static ControlPlane {
         }
     });
     match result {
-        Ok(cp) => cp,
+        Ok(cp) => {
+            static SUPERVISOR: std::sync::Once = std::sync::Once::new();
+            SUPERVISOR.call_once(|| {
+                std::thread::spawn(|| cp.supervise());
+            });
+            cp
+        }
         Err(e) => panic!("testenv: the shared control plane failed to start: {e}"),
     }
 }

@@ -7,7 +7,44 @@ use std::time::{Duration, Instant};
 use crate::controlplane::{ControlPlane, client_from, lock};
 use crate::{Error, process};
 
+/// Components a node's kubelet would restart when they exit, as it restarts static pods.
+/// kube-scheduler exits on purpose when it finds its cache corrupted, which a kube-apiserver
+/// SIGKILL in the middle of a pod's binding can cause ("Pod updated on a different node than
+/// previously added to"); without a restart nothing is scheduled again.
+const SUPERVISED: [&str; 3] = ["kube-scheduler", "kube-controller-manager", "kwok"];
+
+/// How often the supervisor looks for an exited component (the kubelet's first restart of a
+/// crashed container comes after about as long).
+const SUPERVISE_EVERY: Duration = Duration::from_secs(1);
+
 impl ControlPlane {
+    /// Restarts supervised components that exited on their own, for as long as the process
+    /// runs. Components stopped by [`ControlPlane::stop_component`] are not in `procs` and stay
+    /// stopped; at teardown `procs` is emptied under its lock, so nothing comes back.
+    pub(crate) fn supervise(&self) {
+        loop {
+            std::thread::sleep(SUPERVISE_EVERY);
+            let mut procs = lock(&self.procs);
+            for p in procs.iter_mut().filter(|p| SUPERVISED.contains(&p.name.as_str())) {
+                let Ok(Some(status)) = p.child.try_wait() else {
+                    continue;
+                };
+                match p.restart() {
+                    Ok(new) => {
+                        eprintln!(
+                            "testenv: {} exited ({status}); restarted it, as a kubelet would (log: {})",
+                            p.name,
+                            p.log.display()
+                        );
+                        lock(&self.pids).push(new.child.id());
+                        *p = new;
+                    }
+                    Err(e) => eprintln!("testenv: {} exited ({status}) and could not be restarted: {e}", p.name),
+                }
+            }
+        }
+    }
+
     /// Stops component `name` (`etcd`, `kube-apiserver`, ...): SIGTERM, then SIGKILL after
     /// `grace` (`Duration::ZERO`: SIGKILL at once, as a crash). It stays stopped until
     /// [`ControlPlane::start_component`].

@@ -209,7 +209,12 @@ pub async fn check(client: &kube::Client, model: &Model) -> Result<Checked, Vec<
                 status
                     .conditions
                     .iter()
-                    .map(|c| (&c.type_, &c.status, &c.reason))
+                    .map(|c| (
+                        &c.type_,
+                        &c.status,
+                        &c.reason,
+                        (c.status != "True").then_some(&c.message)
+                    ))
                     .collect::<Vec<_>>()
             ));
         }
@@ -397,9 +402,10 @@ pub async fn converge(client: &kube::Client, model: &Model, since: Instant, with
             Ok(_) => return since.elapsed(),
             Err(bad) if Instant::now() >= deadline => {
                 panic!(
-                    "not converged {within:?} after the last fault:\n{}\n\npods:\n{}\n\nkube-controller-manager's garbage collector said:\n{}",
+                    "not converged {within:?} after the last fault:\n{}\n\npods:\n{}\n\nStatefulSets:\n{}\n\nkube-controller-manager's garbage collector said:\n{}",
                     bad.join("\n"),
                     pods(client, &model.namespace).await,
+                    statefulsets(client, &model.namespace).await,
                     garbage_collector_log()
                 )
             }
@@ -433,8 +439,16 @@ async fn pods(client: &kube::Client, ns: &str) -> String {
         .iter()
         .map(|p| {
             let owner = p.metadata.owner_references.clone().unwrap_or_default();
+            // Why a pod is not scheduled, when it is not.
+            let unscheduled = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled" && c.status != "True"))
+                .map(|c| format!(" unscheduled: {:?} {:?}", c.reason, c.message))
+                .unwrap_or_default();
             format!(
-                "{} {:?} node {:?} deleting {} owner {:?}",
+                "{} {:?}{unscheduled} node {:?} deleting {} owner {:?}",
                 p.metadata.name.as_deref().unwrap_or_default(),
                 p.status.as_ref().and_then(|s| s.phase.clone()),
                 p.spec.as_ref().and_then(|s| s.node_name.clone()),
@@ -443,6 +457,35 @@ async fn pods(client: &kube::Client, ns: &str) -> String {
                     .iter()
                     .map(|o| format!("{} {} {}", o.kind, o.name, o.uid))
                     .collect::<Vec<_>>()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The SFU StatefulSets and what their controller last reported, for a Bridge stuck starting.
+async fn statefulsets(client: &kube::Client, ns: &str) -> String {
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let Ok(list) = sets.list(&Default::default()).await else {
+        return "(StatefulSets could not be listed)".into();
+    };
+    list.items
+        .iter()
+        .map(|s| {
+            let st = s.status.clone().unwrap_or_default();
+            format!(
+                "{} uid {} generation {:?} replicas {:?} deleting {}: observed {:?} replicas {} ready {:?} updated {:?} current {:?} update {:?}",
+                s.metadata.name.as_deref().unwrap_or_default(),
+                s.metadata.uid.as_deref().unwrap_or_default(),
+                s.metadata.generation,
+                s.spec.replicas,
+                s.metadata.deletion_timestamp.is_some(),
+                st.observed_generation,
+                st.replicas,
+                st.ready_replicas,
+                st.updated_replicas,
+                st.current_revision,
+                st.update_revision,
             )
         })
         .collect::<Vec<_>>()
