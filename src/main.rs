@@ -81,6 +81,13 @@ struct WebArgs {
     /// flag, which other users could read in the process list).
     #[arg(long = "api-key", env = "LIVEKIT_API_KEY")]
     api_key: String,
+    /// Guests one guest link lets in at once (then --guest-per-minute).
+    #[arg(long, env = "CONCLAVE_GUEST_BURST", default_value_t = std::num::NonZeroU32::new(conclave::web::limits::DEFAULT_BURST).unwrap_or(std::num::NonZeroU32::MIN))]
+    guest_burst: std::num::NonZeroU32,
+    /// Guests one guest link lets in per minute once its burst is used; all links together
+    /// get ten times both.
+    #[arg(long, env = "CONCLAVE_GUEST_PER_MINUTE", default_value_t = std::num::NonZeroU32::new(conclave::web::limits::DEFAULT_PER_MINUTE).unwrap_or(std::num::NonZeroU32::MIN))]
+    guest_per_minute: std::num::NonZeroU32,
     #[arg(long, env = "CONCLAVE_LOG_FORMAT")]
     log_format: Option<LogFormat>,
 }
@@ -314,6 +321,10 @@ fn web(args: WebArgs) -> Result<(), Box<dyn std::error::Error>> {
         static_dir: args.static_dir,
         rooms_file: args.rooms_file,
         rooms_interval: args.rooms_interval,
+        guest_limits: conclave::web::limits::Limits {
+            burst: args.guest_burst,
+            per_minute: args.guest_per_minute,
+        },
         credentials: conclave::web::twirp::Credentials {
             api_key: args.api_key,
             api_secret,

@@ -307,6 +307,35 @@ fn guest_exchange_issues_fresh_identities_and_refuses_bad_links() {
 }
 
 #[test]
+fn a_guest_link_lets_in_its_burst_then_asks_to_wait() {
+    let web = start(SECRET, &["--guest-burst", "2", "--guest-per-minute", "1"]).expect("start");
+    let valid = window(chrono::Duration::minutes(-1), chrono::Duration::hours(1));
+    let (link, other) = (guest_token(true, valid, SECRET), guest_token(false, valid, SECRET));
+    for name in ["Gina", "Gus"] {
+        let r = exchange(&web, &link, name);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let refused = exchange(&web, &link, "Greta");
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    let wait: u64 = refused
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=60).contains(&wait), "one more guest per minute: {wait}");
+    let said = refused.json()["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        said.contains("this link") && said.contains(&format!("{wait} s")),
+        "{said}"
+    );
+    assert!(refused.json().get("token").is_none());
+    assert_eq!(
+        exchange(&web, &other, "Gus").status,
+        200,
+        "another link is not held back"
+    );
+}
+
+#[test]
 fn refuses_to_start_without_usable_settings() {
     let err = start("short", &[]).err().expect("a short secret is refused");
     assert!(err.contains("shorter than 32"), "{err}");

@@ -7,6 +7,7 @@
 
 pub mod files;
 pub mod headers;
+pub mod limits;
 pub mod rooms;
 pub mod server;
 pub mod twirp;
@@ -40,6 +41,7 @@ pub struct Options {
     pub rooms_file: Option<PathBuf>,
     pub rooms_interval: Duration,
     pub credentials: Credentials,
+    pub guest_limits: limits::Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +96,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         config_json: Bytes::from(serde_json::json!({ "livekitUrl": signalling.url }).to_string()),
         credentials: options.credentials,
         synced,
+        guest_limits: limits::GuestLimits::new(options.guest_limits),
     });
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{ALLOW, CONTENT_TYPE};
+use hyper::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 
 use super::files::{self, Target};
 use super::headers::{self, Caching};
+use super::limits::{GuestLimits, Refused};
 use super::twirp::Credentials;
 use crate::engine::livekit::token::{self, GuestError};
 
@@ -39,6 +40,7 @@ pub struct State {
     pub credentials: Credentials,
     /// False until the rooms file was applied once (always true without one).
     pub synced: Arc<AtomicBool>,
+    pub guest_limits: GuestLimits,
 }
 
 /// Serves until `shutdown` completes.
@@ -140,6 +142,9 @@ async fn guest(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
     if !json {
         return error_json(state, StatusCode::UNSUPPORTED_MEDIA_TYPE, "send JSON");
     }
+    if let Err(refused) = state.guest_limits.check_all() {
+        return too_many(state, refused, "too many guests are joining right now");
+    }
     let body = match Limited::new(req.into_body(), MAX_GUEST_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return error_json(state, StatusCode::PAYLOAD_TOO_LARGE, "request too large"),
@@ -167,6 +172,9 @@ async fn guest(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
         }
         Err(e) => return error_json(state, StatusCode::BAD_REQUEST, &e.to_string()),
     };
+    if let Err(refused) = state.guest_limits.check_link(&request.guest) {
+        return too_many(state, refused, "too many guests are joining with this link");
+    }
     match token::sign(&claims, creds.api_secret.as_bytes()) {
         Ok(access) => {
             tracing::info!(room = %claims.video.room, lobby = claims.video.can_subscribe == Some(false), "guest token exchanged");
@@ -216,6 +224,20 @@ fn text(state: &State, status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
 fn error_json(state: &State, status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
     let body = serde_json::json!({ "error": msg }).to_string();
     respond(state, status, "application/json", Caching::NoStore, Bytes::from(body))
+}
+
+/// 429 with `Retry-After`, and the same wait in words for the page to show.
+fn too_many(state: &State, refused: Refused, what: &str) -> Response<Full<Bytes>> {
+    let secs = refused.retry_after_secs();
+    tracing::info!(retry_after_secs = secs, "guest exchange refused: {what}");
+    let mut r = error_json(
+        state,
+        StatusCode::TOO_MANY_REQUESTS,
+        &format!("{what}; try again in {secs} s"),
+    );
+    r.headers_mut()
+        .insert(RETRY_AFTER, hyper::header::HeaderValue::from(secs));
+    r
 }
 
 fn not_allowed(state: &State) -> Response<Full<Bytes>> {
