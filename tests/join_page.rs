@@ -22,9 +22,11 @@
 
 #[path = "join_page/browser.rs"]
 mod browser;
+#[path = "common/daemon.rs"]
+mod daemon;
 #[path = "join_page/guests.rs"]
 mod guests;
-#[path = "join_page/netns.rs"]
+#[path = "common/netns.rs"]
 mod netns;
 #[path = "join_page/plaintext.rs"]
 mod plaintext;
@@ -38,22 +40,17 @@ mod steps;
 #[path = "join_page/tools.rs"]
 mod tools;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// The inner test, run by the outer one inside the namespace.
 const INNER: &str = "browsers_inside_network_namespace";
-/// Set to `1` by the outer test for the inner one.
-const NETNS_ENV: &str = "CONCLAVE_JOIN_PAGE_NETNS";
 /// Printed by the inner test when every check ran.
 const DONE: &str = "conclave-join-page: every browser check ran";
 
 #[test]
 fn join_page_in_real_browsers() {
-    let unshare = match netns::namespace_command() {
-        Ok(cmd) => cmd,
-        Err(why) => return netns::skip("the join-page browser test needs a network namespace", &why),
-    };
     let Some(chromium) = tools::chromium() else {
         return netns::skip(
             "the join-page browser test needs Chromium",
@@ -75,29 +72,37 @@ fn join_page_in_real_browsers() {
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).expect("output dir");
     let lkclient = tools::lkclient().unwrap_or_else(|e| panic!("lkclient: {e}"));
-    let mut env = vec![
-        (NETNS_ENV, "1".to_owned()),
-        (scenario::CHROMIUM_ENV, chromium.display().to_string()),
-        (scenario::NODE_ENV, node.display().to_string()),
-        (scenario::LIVEKIT_ENV, livekit.display().to_string()),
-        (scenario::STATIC_ENV, static_dir.display().to_string()),
-        (scenario::OUT_ENV, out.display().to_string()),
+    let mut env: Vec<(&str, OsString)> = vec![
+        (scenario::CHROMIUM_ENV, chromium.into()),
+        (scenario::NODE_ENV, node.into()),
+        (scenario::LIVEKIT_ENV, livekit.into()),
+        (scenario::STATIC_ENV, static_dir.into()),
+        (scenario::OUT_ENV, out.clone().into()),
     ];
     if let Some(lkclient) = lkclient {
-        env.push((scenario::LKCLIENT_ENV, lkclient.display().to_string()));
+        env.push((scenario::LKCLIENT_ENV, lkclient.into()));
     }
-    netns::run_inner(&unshare, INNER, DONE, &env, Duration::from_secs(600));
-    println!("screenshots and logs: {}", out.display());
+    let ran = netns::Outer {
+        inner: INNER,
+        done: DONE,
+        what: "the join page",
+        timeout: Duration::from_secs(600),
+        env,
+    }
+    .run();
+    if ran {
+        println!("screenshots and logs: {}", out.display());
+    }
 }
 
 #[test]
 #[ignore = "runs only inside the network namespace join_page_in_real_browsers creates"]
 fn browsers_inside_network_namespace() {
-    if std::env::var(NETNS_ENV).as_deref() != Ok("1") {
+    if !netns::is_inner() {
         eprintln!("{INNER} runs only under join_page_in_real_browsers, in a network namespace; not running it here");
         return;
     }
-    netns::assert_isolated();
+    netns::enter([scenario::SFU_IP, scenario::TURN_IP]);
     scenario::run();
     println!("{DONE}");
 }

@@ -12,30 +12,30 @@
 //! packet off the machine: the outer test re-runs this binary under `unshare`, and the inner test
 //! refuses to start anywhere else. Without namespaces the test skips loudly, and fails under CI.
 
+#[path = "common/daemon.rs"]
+mod daemon;
+#[path = "common/netns.rs"]
+mod netns;
 #[path = "turn/stun.rs"]
 mod stun;
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
-use std::io::Read as _;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
 use conclave::api::BridgeSpec;
 use conclave::api::bridge::DEFAULT_DENIED_PEER_CIDRS;
 use conclave::turn::{self, ServerConfig};
+use daemon::Daemon;
 use ipnet::IpNet;
 use stun::{Client, Failure};
 
 /// The inner test, run by the outer one inside the namespace.
 const INNER: &str = "checks_inside_network_namespace";
-/// Set to `1` by the outer test for the inner one.
-const NETNS_ENV: &str = "CONCLAVE_TURN_NETNS";
-/// The host's network namespace, so the inner test can prove it is somewhere else.
-const HOST_NETNS_ENV: &str = "CONCLAVE_TURN_HOST_NETNS";
 /// Printed by the inner test when every check ran.
 const DONE: &str = "conclave-turn: all coturn checks ran";
 
@@ -292,221 +292,46 @@ fn rendered_config_denies_every_default_class() {
     assert_eq!(setup.ttl, TimeDelta::hours(1), "default credentialTTL");
 }
 
-/// The command that runs a program in new network and PID namespaces (the PID namespace takes
-/// coturn down with the inner test however that ends), or why none can be made.
-fn namespace_command() -> Result<Vec<&'static str>, String> {
-    let mut errors = String::new();
-    for cmd in [
-        &["unshare", "--net", "--pid", "--fork", "--kill-child"][..],
-        &["unshare", "--map-root-user", "--net", "--pid", "--fork", "--kill-child"][..],
-    ] {
-        match Command::new(cmd[0]).args(&cmd[1..]).arg("true").output() {
-            Ok(out) if out.status.success() => return Ok(cmd.to_vec()),
-            Ok(out) => {
-                let _ = writeln!(
-                    errors,
-                    "{}: {} {}",
-                    cmd.join(" "),
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
-            Err(e) => {
-                let _ = writeln!(errors, "{}: {e}", cmd.join(" "));
-            }
-        }
-    }
-    Err(errors)
-}
-
-fn netns_id() -> String {
-    std::fs::read_link("/proc/self/ns/net")
-        .expect("read /proc/self/ns/net")
-        .to_string_lossy()
-        .into_owned()
-}
-
 #[test]
 fn coturn_enforces_the_rendered_policy() {
-    let unshare = match namespace_command() {
-        Ok(cmd) => cmd,
-        Err(why) => {
-            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-            let banner = "!".repeat(78);
-            let msg = format!(
-                "\n{banner}\n!! SKIPPED: the coturn relay-policy test needs a network namespace and none could be created.\n\
-                 !! Nothing about TURN credentials or denied peers was checked.\n!! {}\n{banner}\n",
-                why.trim().replace('\n', "\n!! ")
-            );
-            assert!(!ci, "CI is set, so a skipped coturn test is a failure:{msg}");
-            eprintln!("{msg}");
-            return;
-        }
-    };
-    let exe = std::env::current_exe().expect("test binary");
-    let mut child = Command::new(unshare[0])
-        .args(&unshare[1..])
-        .arg("--")
-        .arg(&exe)
-        .args([INNER, "--exact", "--nocapture", "--include-ignored", "--test-threads=1"])
-        .env(NETNS_ENV, "1")
-        .env(HOST_NETNS_ENV, netns_id())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the inner test");
-    let drain = |mut r: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
-    let status = wait_until(Duration::from_secs(180), || {
-        child.try_wait().expect("wait for the inner test")
-    });
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "the inner test did not finish within 180s:\n{}\n{}",
-            stdout.join().unwrap_or_default(),
-            stderr.join().unwrap_or_default()
-        );
-    };
-    let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
-    println!("---- inner test (in a network namespace) stdout ----\n{stdout}");
-    eprintln!("---- inner test stderr ----\n{stderr}");
-    assert!(
-        status.success(),
-        "the inner test failed ({status}); its output is above"
-    );
-    assert!(
-        stdout.contains(DONE) && stdout.contains("1 passed"),
-        "the inner test {INNER:?} did not run (filter matched nothing?); its output is above"
-    );
-}
-
-/// Polls `f` until it returns something or `timeout` passes.
-fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    netns::Outer {
+        inner: INNER,
+        done: DONE,
+        what: "TURN credentials or denied peers",
+        timeout: Duration::from_secs(180),
+        env: Vec::new(),
     }
+    .run();
 }
 
-/// Interface names in this process's network namespace.
-fn interfaces() -> Vec<String> {
-    let dev = std::fs::read_to_string("/proc/self/net/dev").expect("read /proc/self/net/dev");
-    dev.lines()
-        .skip(2)
-        .filter_map(|l| l.split_once(':'))
-        .map(|(name, _)| name.trim().to_owned())
-        .collect()
-}
-
-/// Panics unless this process is in a network namespace of its own that has only `lo`.
-fn assert_isolated() {
-    let host = std::env::var(HOST_NETNS_ENV).unwrap_or_default();
-    let here = netns_id();
-    assert!(
-        !host.is_empty() && host != here,
-        "refusing to run: not in a new network namespace (host {host:?}, here {here:?})"
-    );
-    let ifaces = interfaces();
-    assert_eq!(ifaces, ["lo"], "refusing to run: the namespace must have only lo");
-}
-
-/// `turnserver`, killed however the test ends.
-struct Turnserver {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Turnserver {
-    fn start(config: &Path, log: &Path) -> Turnserver {
-        let out = std::fs::File::create(log).expect("create log");
-        let err = out.try_clone().expect("clone log");
-        let child = Command::new("turnserver")
-            .arg("-c")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start turnserver (Debian: apt-get install coturn): {e}"));
-        Turnserver {
-            child,
-            log: log.to_owned(),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until both listeners answer a Binding request.
-    fn wait_ready(&mut self, port: u16) {
-        let servers = [
-            SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-            SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
-        ];
-        let clients = servers.map(Client::new);
-        let mut ready = [false; 2];
-        let up = wait_until(Duration::from_secs(20), || {
-            if let Some(status) = self.child.try_wait().expect("poll turnserver") {
-                panic!("turnserver exited ({status}) while starting:\n{}", self.log());
-            }
+/// `turnserver` with `config`, killed however the test ends; ready once both listeners answer
+/// a Binding request.
+fn turnserver(config: &Path, dir: &Path, port: u16) -> Daemon {
+    let mut cmd = Command::new("turnserver");
+    cmd.arg("-c").arg(config);
+    let mut server = Daemon::start("turnserver", cmd, dir);
+    let servers = [
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+    ];
+    let clients = servers.map(Client::new);
+    let mut ready = [false; 2];
+    server.wait_ready(
+        &format!("answering Binding requests on {servers:?}"),
+        Duration::from_secs(20),
+        || {
             for (c, r) in clients.iter().zip(ready.iter_mut()) {
                 *r = *r || c.binding(Duration::from_millis(100)).is_ok();
             }
-            ready.iter().all(|r| *r).then_some(())
-        });
-        assert!(
-            up.is_some(),
-            "turnserver did not answer on {servers:?} within 20s:\n{}",
-            self.log()
-        );
-    }
-}
-
-impl Drop for Turnserver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Brings `lo` up and waits until both loopback addresses can be bound.
-fn loopback_up() {
-    let status = Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .expect("run ip (iproute2)");
-    assert!(status.success(), "ip link set lo up: {status}");
-    let up = wait_until(Duration::from_secs(10), || {
-        let v4 = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).is_ok();
-        let v6 = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).is_ok();
-        (v4 && v6).then_some(())
-    });
-    assert!(
-        up.is_some(),
-        "127.0.0.1 and ::1 are not usable after ip link set lo up (IPv6 disabled?)"
+            ready.iter().all(|r| *r)
+        },
     );
+    server
 }
 
 /// A port nothing in the namespace uses yet, for UDP and TCP.
 fn free_port() -> u16 {
-    wait_until(Duration::from_secs(5), || {
+    netns::wait_until(Duration::from_secs(5), || {
         let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).ok()?;
         let port = udp.local_addr().ok()?.port();
         std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).ok()?;
@@ -544,23 +369,21 @@ fn show<T: std::fmt::Debug>(r: &Result<T, Failure>) -> String {
 #[test]
 #[ignore = "runs only inside the network namespace coturn_enforces_the_rendered_policy creates"]
 fn checks_inside_network_namespace() {
-    if std::env::var(NETNS_ENV).as_deref() != Ok("1") {
+    if !netns::is_inner() {
         eprintln!(
             "{INNER} runs only under coturn_enforces_the_rendered_policy, in a network namespace; not running it here"
         );
         return;
     }
-    assert_isolated();
-    loopback_up();
+    netns::enter_loopback();
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let setup = Setup::new(dir.path(), port);
     assert_config_denies(&setup.config);
     let conf = dir.path().join("turnserver.conf");
     std::fs::write(&conf, &setup.config).expect("write turnserver.conf");
-    let mut server = Turnserver::start(&conf, &dir.path().join("turnserver.log"));
     let started = Instant::now();
-    server.wait_ready(port);
+    let server = turnserver(&conf, dir.path(), port);
     println!("turnserver ready on port {port} after {:?}", started.elapsed());
 
     let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));

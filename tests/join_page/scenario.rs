@@ -15,8 +15,8 @@ use conclave::web::twirp::{self, Credentials, RoomService};
 use serde_json::{Value, json};
 
 use super::browser::Driver;
-use super::netns;
-use super::servers::{self, Server};
+use super::daemon::Daemon;
+use super::servers;
 
 pub const CHROMIUM_ENV: &str = "CONCLAVE_JOIN_PAGE_CHROMIUM";
 pub const NODE_ENV: &str = "CONCLAVE_JOIN_PAGE_NODE";
@@ -27,8 +27,8 @@ pub const OUT_ENV: &str = "CONCLAVE_JOIN_PAGE_OUT";
 pub const LKCLIENT_ENV: &str = "CONCLAVE_JOIN_PAGE_LKCLIENT";
 
 /// The SFU's node address and coturn's, on the two ends of the veth pair.
-const SFU_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const TURN_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+pub const SFU_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+pub const TURN_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 const LIVEKIT_PORT: u16 = 7880;
 const TURN_PORT: u16 = 3478;
 /// The page on loopback: a secure context for camera, microphone and WebCrypto over plain
@@ -65,13 +65,12 @@ pub struct World {
     livekit_url: String,
     opened: Vec<String>,
     expected_console: BTreeMap<String, Vec<&'static str>>,
-    servers: Vec<Server>,
+    servers: Vec<Daemon>,
     _dir: tempfile::TempDir,
 }
 
 impl World {
     fn start() -> World {
-        netns::network_up(SFU_IP, TURN_IP);
         let out = env_path(OUT_ENV);
         let dir = tempfile::tempdir().expect("tempdir");
         let secret = random_hex(24);
@@ -79,12 +78,14 @@ impl World {
 
         let mut turn = servers::coturn(dir.path(), &out, IpAddr::V4(TURN_IP), TURN_PORT, &turn_secret);
         let turn_addr = SocketAddr::from((TURN_IP, TURN_PORT));
-        turn.wait_ready(WAIT, || servers::stun_answers(turn_addr));
+        turn.wait_ready("answering STUN", WAIT, || servers::stun_answers(turn_addr));
 
         let config = servers::livekit_config(IpAddr::V4(SFU_IP), LIVEKIT_PORT, 7882, 7881, turn_addr, &turn_secret);
         let mut livekit = servers::livekit(&env_path(LIVEKIT_ENV), dir.path(), &out, &config, API_KEY, &secret);
         let sfu = SocketAddr::from((SFU_IP, LIVEKIT_PORT));
-        livekit.wait_ready(WAIT, || servers::http_get(sfu, "/").is_some_and(|(s, _)| s == 200));
+        livekit.wait_ready("answering HTTP", WAIT, || {
+            servers::http_get(sfu, "/").is_some_and(|(s, _)| s == 200)
+        });
 
         let rooms_file = dir.path().join("rooms.json");
         servers::write_rooms(&rooms_file, &json!({"rooms": [{"name": ROOM, "maxParticipants": 10}]}));
@@ -102,7 +103,7 @@ impl World {
             },
         );
         // Ready means the page is there and the rooms file has been applied to the SFU.
-        web.wait_ready(WAIT, || {
+        web.wait_ready("ready", WAIT, || {
             servers::http_get(WEB, "/readyz").is_some_and(|(s, _)| s == 200)
         });
 

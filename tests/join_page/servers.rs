@@ -1,90 +1,15 @@
 //! The real servers of the browser test, each killed however the test ends: coturn with the
 //! operator's rendering, livekit-server with rooms not created on demand, and `conclave web`.
 
-use std::io::{Read as _, Write as _};
-use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use super::daemon::Daemon;
+pub use super::daemon::http_get;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use conclave::turn::{self, ServerConfig};
-
-/// A child process with its log, killed on drop.
-pub struct Server {
-    pub name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Server {
-    pub fn spawn(name: &'static str, mut cmd: Command, log: &Path) -> Server {
-        let out = std::fs::File::create(log).expect("create log");
-        let err = out.try_clone().expect("clone log");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e}"));
-        Server {
-            name,
-            child,
-            log: log.to_owned(),
-        }
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until `ready` holds, failing at once if the process exits.
-    pub fn wait_ready(&mut self, timeout: Duration, mut ready: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("poll child") {
-                panic!("{} exited ({status}) while starting:\n{}", self.name, self.log());
-            }
-            if ready() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} not ready within {timeout:?}:\n{}",
-                self.name,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    pub fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().expect("poll child") {
-            panic!("{} exited ({status}):\n{}", self.name, self.log());
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A plain HTTP/1.0 GET: status and body, or `None` when nothing answers.
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((status, body))
-}
 
 /// Whether a STUN Binding request to `addr` gets any answer within 200ms.
 pub fn stun_answers(addr: SocketAddr) -> bool {
@@ -103,7 +28,7 @@ pub fn stun_answers(addr: SocketAddr) -> bool {
 }
 
 /// coturn as the operator configures it for a default Bridge, listening and relaying on `ip`.
-pub fn coturn(dir: &Path, logs: &Path, ip: IpAddr, port: u16, secret: &str) -> Server {
+pub fn coturn(dir: &Path, logs: &Path, ip: IpAddr, port: u16, secret: &str) -> Daemon {
     let spec: conclave::api::BridgeSpec =
         serde_json::from_value(serde_json::json!({"domain": "meet.test.example"})).expect("BridgeSpec");
     let operator = ServerConfig::for_bridge(&spec, false).expect("coturn config");
@@ -125,7 +50,7 @@ pub fn coturn(dir: &Path, logs: &Path, ip: IpAddr, port: u16, secret: &str) -> S
     std::fs::write(&path, config).expect("write turnserver.conf");
     let mut cmd = Command::new("turnserver");
     cmd.arg("-c").arg(&path);
-    Server::spawn("turnserver", cmd, &logs.join("turnserver.log"))
+    Daemon::start("turnserver", cmd, logs)
 }
 
 /// The livekit-server settings of the test: one node on `ip`, rooms only through RoomService,
@@ -168,14 +93,14 @@ logging:
     )
 }
 
-pub fn livekit(binary: &Path, dir: &Path, logs: &Path, config: &str, api_key: &str, api_secret: &str) -> Server {
+pub fn livekit(binary: &Path, dir: &Path, logs: &Path, config: &str, api_key: &str, api_secret: &str) -> Daemon {
     let path = dir.join("livekit.yaml");
     std::fs::write(&path, config).expect("write livekit.yaml");
     let mut cmd = Command::new(binary);
     cmd.arg("--config")
         .arg(&path)
         .env("LIVEKIT_KEYS", format!("{api_key}: {api_secret}"));
-    Server::spawn("livekit-server", cmd, &logs.join("livekit.log"))
+    Daemon::start("livekit-server", cmd, logs)
 }
 
 pub struct WebArgs<'a> {
@@ -187,7 +112,7 @@ pub struct WebArgs<'a> {
     pub api_secret: &'a str,
 }
 
-pub fn conclave_web(logs: &Path, a: &WebArgs<'_>) -> Server {
+pub fn conclave_web(logs: &Path, a: &WebArgs<'_>) -> Daemon {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_conclave"));
     cmd.arg("web")
         .arg("--listen")
@@ -202,7 +127,7 @@ pub fn conclave_web(logs: &Path, a: &WebArgs<'_>) -> Server {
         .env("LIVEKIT_API_KEY", a.api_key)
         .env("LIVEKIT_API_SECRET", a.api_secret)
         .env("RUST_LOG", "info");
-    Server::spawn("conclave web", cmd, &logs.join("conclave-web.log"))
+    Daemon::start("conclave-web", cmd, logs)
 }
 
 /// Replaces the rooms file atomically, as the kubelet swaps a ConfigMap volume.

@@ -13,27 +13,14 @@
 
 pub mod client;
 pub mod config;
+#[path = "../common/daemon.rs"]
 pub mod daemon;
 pub mod deployment;
+#[path = "../common/netns.rs"]
 pub mod netns;
 pub mod token;
 
-use std::time::{Duration, Instant};
-
-/// Polls `f` until it returns something or `timeout` passes. The condition is what is
-/// waited for; the short pause only keeps the poll from spinning.
-pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+pub use netns::wait_until;
 
 /// `n` random bytes as lowercase hex.
 pub fn random_hex(n: usize) -> String {

@@ -104,6 +104,11 @@ pub struct Figures {
     /// Requests (not watches) per reconcile of objects that did not change.
     pub unchanged_reconciles: u64,
     pub unchanged_requests: usize,
+    /// Reconciles run and seconds spent in them, by kind, until the burst was linked.
+    pub reconcile_time: Vec<(String, u64, f64)>,
+    /// What those requests and the restart's writes were, by verb and resource.
+    pub unchanged_kinds: String,
+    pub restart_write_kinds: String,
     pub restart_ready: Duration,
     pub restart_all_reconciled: Option<Duration>,
     pub restart_writes: usize,
@@ -190,26 +195,38 @@ impl Figures {
                 ),
             ),
             (
+                "reconciles until the burst was linked: count, seconds in them, mean".into(),
+                self.reconcile_time
+                    .iter()
+                    .map(|(kind, n, secs)| {
+                        format!("{kind} {n}, {secs:.1} s, {:.1} ms", secs * 1000.0 / (*n).max(1) as f64)
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            (
                 format!("writes while idle, {} s", sizes.idle.as_secs()),
                 self.idle_writes.to_string(),
             ),
             (
                 "API requests per reconcile of an unchanged object".into(),
                 format!(
-                    "{:.3} ({} requests / {} reconciles)",
+                    "{:.3} ({} requests / {} reconciles){}",
                     self.requests_per_unchanged_reconcile(),
                     self.unchanged_requests,
-                    self.unchanged_reconciles
+                    self.unchanged_reconciles,
+                    self.unchanged_kinds
                 ),
             ),
             (
                 "restart: time to /readyz, every object reconciled, writes".into(),
                 format!(
-                    "{}, {}, {}",
+                    "{}, {}, {}{}",
                     secs(self.restart_ready),
                     self.restart_all_reconciled
                         .map_or("not within the deadline".into(), secs),
-                    self.restart_writes
+                    self.restart_writes,
+                    self.restart_write_kinds
                 ),
             ),
             ("watches opened".into(), watches),
@@ -459,6 +476,11 @@ pub async fn run(sizes: &Sizes, bin: &Path, log: impl Fn(&str)) -> Figures {
     fig.burst_p50 = Duration::from_secs_f64(probe::quantile(&mut latencies, 0.5));
     fig.burst_p99 = Duration::from_secs_f64(probe::quantile(&mut latencies, 0.99));
     fig.peak_rss = probe::memory(pid).1;
+    let counts = probe::reconciles(port);
+    fig.reconcile_time = probe::reconcile_seconds(port)
+        .into_iter()
+        .map(|(kind, secs)| (kind.clone(), counts.get(&kind).copied().unwrap_or(0), secs))
+        .collect();
     log("burst linked");
 
     // Idle.
@@ -492,7 +514,9 @@ pub async fn run(sizes: &Sizes, bin: &Path, log: impl Fn(&str)) -> Figures {
     }
     settle(port, Duration::from_secs(3), Duration::from_secs(300)).await;
     fig.unchanged_reconciles = probe::total_reconciles(port) - before;
-    fig.unchanged_requests = audit.read(USER).iter().filter(|r| r.is_call()).count();
+    let calls: Vec<probe::Request> = audit.read(USER).into_iter().filter(|r| r.is_call()).collect();
+    fig.unchanged_requests = calls.len();
+    fig.unchanged_kinds = probe::breakdown(&calls);
     log("unchanged reconciles measured");
 
     // Restart with everything in place.
@@ -516,7 +540,9 @@ pub async fn run(sizes: &Sizes, bin: &Path, log: impl Fn(&str)) -> Figures {
     fig.restart_all_reconciled = all.ok().map(|()| started.elapsed());
     settle(port, Duration::from_secs(3), Duration::from_secs(300)).await;
     let requests = audit.read(RESTARTED);
-    fig.restart_writes = requests.iter().filter(|r| r.is_write()).count();
+    let writes: Vec<probe::Request> = requests.iter().filter(|r| r.is_write()).cloned().collect();
+    fig.restart_writes = writes.len();
+    fig.restart_write_kinds = probe::breakdown(&writes);
     let mut watches = std::collections::BTreeMap::<String, usize>::new();
     for r in requests.iter().filter(|r| r.opens_watch()) {
         *watches.entry(r.resource.clone()).or_default() += 1;

@@ -66,6 +66,23 @@ impl Request {
     }
 }
 
+/// `": patch statefulsets 100, get secrets 3"` for a list of requests (most first), or nothing
+/// for none: where requests that should not happen went.
+pub fn breakdown(requests: &[Request]) -> String {
+    let mut counts = BTreeMap::<(String, String), usize>::new();
+    for r in requests {
+        *counts.entry((r.verb.clone(), r.resource.clone())).or_default() += 1;
+    }
+    let mut counts: Vec<_> = counts.into_iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let parts: Vec<String> = counts.into_iter().map(|((v, r), n)| format!("{v} {r} {n}")).collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", parts.join(", "))
+    }
+}
+
 /// Reads the audit log from where it stopped last time, keeping one user's requests.
 pub struct AuditTail {
     path: PathBuf,
@@ -109,7 +126,10 @@ impl AuditTail {
             .filter(|e| e["user"]["username"] == user)
             .map(|e| Request {
                 verb: e["verb"].as_str().unwrap_or_default().to_string(),
-                resource: e["objectRef"]["resource"].as_str().unwrap_or_default().to_string(),
+                resource: match e["objectRef"]["subresource"].as_str() {
+                    Some(sub) => format!("{}/{sub}", e["objectRef"]["resource"].as_str().unwrap_or_default()),
+                    None => e["objectRef"]["resource"].as_str().unwrap_or_default().to_string(),
+                },
                 stage: e["stage"].as_str().unwrap_or_default().to_string(),
             })
             .collect()
@@ -123,6 +143,20 @@ pub fn reconciles(port: u16) -> BTreeMap<String, u64> {
     };
     body.lines()
         .filter_map(|l| l.strip_prefix("conclave_reconciles_total{kind=\""))
+        .filter_map(|rest| {
+            let (kind, value) = rest.split_once("\"} ")?;
+            Some((kind.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Seconds spent in reconciles so far, by kind (`conclave_reconcile_duration_seconds_sum`).
+pub fn reconcile_seconds(port: u16) -> BTreeMap<String, f64> {
+    let Ok((200, body)) = http_get(port, "/metrics") else {
+        return BTreeMap::new();
+    };
+    body.lines()
+        .filter_map(|l| l.strip_prefix("conclave_reconcile_duration_seconds_sum{kind=\""))
         .filter_map(|rest| {
             let (kind, value) = rest.split_once("\"} ")?;
             Some((kind.to_string(), value.trim().parse().ok()?))

@@ -1,13 +1,15 @@
 //! Long-running programs under test: output into a log file, readiness awaited with a
-//! deadline (failing at once, with the log, if the program exits instead), killed on drop.
+//! deadline (failing at once, with the log, if the program exits instead), killed on drop. One
+//! implementation for every test that starts real servers (included by path where needed).
+
+// Each test binary that includes this uses a part of it.
+#![allow(dead_code)]
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-use super::wait_until;
+use std::time::{Duration, Instant};
 
 pub struct Daemon {
     pub name: String,
@@ -52,16 +54,21 @@ impl Daemon {
     /// Waits until `ready` holds, failing with the log if the program exits or `timeout`
     /// passes first.
     pub fn wait_ready(&mut self, what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-        let ok = wait_until(timeout, || {
+        let deadline = Instant::now() + timeout;
+        loop {
             self.assert_running();
-            ready().then_some(())
-        });
-        assert!(
-            ok.is_some(),
-            "{}: {what} not within {timeout:?}:\n{}",
-            self.name,
-            self.log()
-        );
+            if ready() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {what} not within {timeout:?}:\n{}",
+                self.name,
+                self.log()
+            );
+            // The condition is what is waited for; the pause only keeps the poll from spinning.
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits until a TCP connection to `addr` succeeds.

@@ -1,4 +1,5 @@
-//! Running a test inside network and PID namespaces of its own.
+//! Running a test inside network, PID and mount namespaces of its own: one implementation for
+//! every test that starts something able to relay (included by path where needed).
 //!
 //! The outer test re-runs its own test binary, filtered to one inner test, under
 //! `unshare --net --pid --mount --fork --kill-child`: the inner test sees only a fresh `lo`, nothing it
@@ -7,14 +8,15 @@
 //! unless it is in such a namespace. Where no namespace can be made, the outer test fails
 //! under `CI` and skips loudly otherwise.
 
+// Each test binary that includes this uses a part of it.
+#![allow(dead_code)]
+
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::Read as _;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::process::{Command, Stdio};
-use std::time::Duration;
-
-use super::wait_until;
+use std::time::{Duration, Instant};
 
 /// Set to `1` by the outer test for the inner one.
 const INNER_ENV: &str = "CONCLAVE_NETNS_INNER";
@@ -38,8 +40,35 @@ pub fn is_inner() -> bool {
     std::env::var(INNER_ENV).as_deref() == Ok("1")
 }
 
-fn ci() -> bool {
+/// Whether the CI variable is set (then a skip is a failure).
+pub fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Skips loudly: `what` could not be checked, and why. Fails instead under `CI`.
+pub fn skip(what: &str, why: &str) {
+    let banner = "!".repeat(78);
+    let msg = format!(
+        "\n{banner}\n!! SKIPPED: {what}\n!! {}\n{banner}\n",
+        why.trim().replace('\n', "\n!! ")
+    );
+    assert!(!ci(), "CI is set, so a skipped test is a failure:{msg}");
+    eprintln!("{msg}");
+}
+
+/// Polls `f` until it returns something or `timeout` passes; the condition is what is waited
+/// for, the pause only keeps the poll from spinning.
+pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The command that makes new network and PID namespaces, or why none can be made.
@@ -90,19 +119,13 @@ impl Outer<'_> {
         let unshare = match namespace_command() {
             Ok(cmd) => cmd,
             Err(why) => {
-                let banner = "!".repeat(78);
-                let msg = format!(
-                    "\n{banner}\n!! SKIPPED: {} needs a network namespace and none could be created.\n\
-                     !! Nothing about {} was checked.\n!! {}\n{banner}\n",
-                    self.inner,
-                    self.what,
-                    why.trim().replace('\n', "\n!! ")
+                skip(
+                    &format!(
+                        "{} needs a network namespace and none could be created; nothing about {} was checked.",
+                        self.inner, self.what
+                    ),
+                    &why,
                 );
-                assert!(
-                    !ci(),
-                    "CI is set, so a skipped network-namespace test is a failure:{msg}"
-                );
-                eprintln!("{msg}");
                 return false;
             }
         };
@@ -126,29 +149,37 @@ impl Outer<'_> {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the inner test");
-        let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        // stdout is echoed as it comes (a test that hangs shows where); stderr when it ends.
+        let drain = |mut r: Box<dyn std::io::Read + Send>, echo: bool| {
             std::thread::spawn(move || {
-                let mut s = String::new();
-                let _ = r.read_to_string(&mut s);
-                s
+                let mut all = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = r.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if echo {
+                        print!("{}", String::from_utf8_lossy(&buf[..n]));
+                    }
+                    all.extend_from_slice(&buf[..n]);
+                }
+                String::from_utf8_lossy(&all).into_owned()
             })
         };
-        let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
-        let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+        let stdout = drain(Box::new(child.stdout.take().expect("stdout")), true);
+        let stderr = drain(Box::new(child.stderr.take().expect("stderr")), false);
         let status = wait_until(self.timeout, || child.try_wait().expect("wait for the inner test"));
         let Some(status) = status else {
             // Killing unshare with --kill-child takes the whole namespace down.
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "the inner test did not finish within {:?}:\n{}\n{}",
+                "the inner test did not finish within {:?} (its output is above):\n{}",
                 self.timeout,
-                stdout.join().unwrap_or_default(),
                 stderr.join().unwrap_or_default()
             );
         };
         let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
-        println!("---- inner test (in a network namespace) stdout ----\n{stdout}");
         eprintln!("---- inner test stderr ----\n{stderr}");
         assert!(
             status.success(),
@@ -206,11 +237,9 @@ pub fn hosts(dir: &std::path::Path, ip: Ipv4Addr, names: &[String]) {
     );
 }
 
-/// The inner test's world: checks it is in a fresh namespace (only `lo`, not the host's),
-/// brings `lo` up and adds a veth pair with both ends inside, `addrs[0]` on one end and
-/// `addrs[1]` on the other, both in one /24 and neither with a route anywhere else. Returns
-/// once both addresses can be bound.
-pub fn enter(addrs: [Ipv4Addr; 2]) {
+/// Panics unless this is the inner test, in a network namespace other than the outer test's,
+/// which has only `lo`.
+fn assert_isolated() {
     assert!(
         is_inner(),
         "refusing to run outside the namespace the outer test creates"
@@ -226,6 +255,30 @@ pub fn enter(addrs: [Ipv4Addr; 2]) {
         ["lo"],
         "refusing to run: the namespace must start with only lo"
     );
+}
+
+/// The inner test's world when loopback is enough: checks it is in a fresh namespace, brings
+/// `lo` up and returns once 127.0.0.1 and ::1 can be bound.
+pub fn enter_loopback() {
+    assert_isolated();
+    ip(&["link", "set", "lo", "up"]);
+    let usable = wait_until(Duration::from_secs(10), || {
+        let v4 = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).is_ok();
+        let v6 = UdpSocket::bind((std::net::Ipv6Addr::LOCALHOST, 0)).is_ok();
+        (v4 && v6).then_some(())
+    });
+    assert!(
+        usable.is_some(),
+        "127.0.0.1 and ::1 are not usable after ip link set lo up (IPv6 disabled?)"
+    );
+}
+
+/// The inner test's world: checks it is in a fresh namespace (only `lo`, not the host's),
+/// brings `lo` up and adds a veth pair with both ends inside, `addrs[0]` on one end and
+/// `addrs[1]` on the other, both in one /24 and neither with a route anywhere else. Returns
+/// once both addresses can be bound.
+pub fn enter(addrs: [Ipv4Addr; 2]) {
+    assert_isolated();
     ip(&["link", "set", "lo", "up"]);
     ip(&["link", "add", "cv0", "type", "veth", "peer", "name", "cv1"]);
     for (dev, addr) in ["cv0", "cv1"].iter().zip(addrs) {
