@@ -9,7 +9,7 @@
 //! replica's livekit.yaml, coturn's and Redis's configuration, the rooms list, the web
 //! Deployment's arguments), the generated secrets and the links from the credentials Secrets.
 //!
-//! Inside a network namespace of its own (no route out; see `livekit/netns.rs`): Redis, coturn,
+//! Inside a network namespace of its own (no route out; see `common/netns.rs`): Redis, coturn,
 //! two livekit-server processes and `conclave web`, each started with the operator's
 //! configuration with only listen/bind addresses and file paths changed (asserted, key by key
 //! or line by line); cluster names resolve through a hosts file in the test's own mount

@@ -3,7 +3,7 @@
 //! issues, and real WebRTC participants (`lkclient`, pion) exchanging end-to-end encrypted
 //! audio and video that each receiver checks frame by frame.
 //!
-//! Everything runs in a network namespace of the test's own (see `livekit/netns.rs`), on a
+//! Everything runs in a network namespace of the test's own (see `common/netns.rs`), on a
 //! veth pair carrying 192.0.2.10 and 192.0.2.11, which stand in for two nodes' ExternalIPs.
 //! Nothing there has a route out.
 //!
