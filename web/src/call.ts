@@ -23,6 +23,9 @@ import {
 import type { InboundStats, LocalView, ParticipantView, TileState, TrackView } from './hook';
 import type { Policy } from './link';
 
+/** How long a Required meeting's page waits for its own encryption before it refuses to publish. */
+const ENCRYPTION_WAIT_MS = 10_000;
+
 /** The participant attribute `conclave web` sets on a guest waiting in the lobby. */
 export const LOBBY_ATTRIBUTE = 'conclave.lobby';
 
@@ -102,13 +105,36 @@ export class Call {
   private async publishIfAllowed(): Promise<void> {
     const local = this.room.localParticipant;
     if (this.publishing || !local.permissions?.canPublish) return;
-    if (this.mustEncrypt() && !(this.room.isE2EEEnabled && local.isE2EEEnabled)) {
-      throw new Error('encryption is not active; refusing to publish');
-    }
+    if (this.mustEncrypt()) await this.localEncryptionActive(ENCRYPTION_WAIT_MS);
     this.publishing = true;
     await local.setMicrophoneEnabled(true);
     await local.setCameraEnabled(true);
     this.checkLocalEncryption();
+  }
+
+  /**
+   * Resolves once this page encrypts what it sends; rejects (and nothing is published) if that
+   * does not happen within `ms`. The E2EE worker confirms asynchronously, so right after
+   * `connect` the local status can still be off for a moment: checking once made a correct
+   * page refuse to publish now and then.
+   */
+  private localEncryptionActive(ms: number): Promise<void> {
+    const room = this.room;
+    const on = () => room.isE2EEEnabled && room.localParticipant.isE2EEEnabled;
+    if (on()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        if (!on()) return;
+        clearTimeout(timer);
+        room.off(RoomEvent.ParticipantEncryptionStatusChanged, check);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        room.off(RoomEvent.ParticipantEncryptionStatusChanged, check);
+        reject(new Error('encryption is not active; refusing to publish'));
+      }, ms);
+      room.on(RoomEvent.ParticipantEncryptionStatusChanged, check);
+    });
   }
 
   /** A local track the server recorded as unencrypted is taken down at once. */
