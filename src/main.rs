@@ -82,11 +82,11 @@ struct WebArgs {
     #[arg(long = "api-key", env = "LIVEKIT_API_KEY")]
     api_key: String,
     /// Guests one guest link lets in at once (then --guest-per-minute).
-    #[arg(long, env = "CONCLAVE_GUEST_BURST", default_value_t = std::num::NonZeroU32::new(conclave::web::limits::DEFAULT_BURST).unwrap_or(std::num::NonZeroU32::MIN))]
+    #[arg(long, env = "CONCLAVE_GUEST_BURST", default_value_t = conclave::web::limits::DEFAULT_BURST)]
     guest_burst: std::num::NonZeroU32,
     /// Guests one guest link lets in per minute once its burst is used; all links together
     /// get ten times both.
-    #[arg(long, env = "CONCLAVE_GUEST_PER_MINUTE", default_value_t = std::num::NonZeroU32::new(conclave::web::limits::DEFAULT_PER_MINUTE).unwrap_or(std::num::NonZeroU32::MIN))]
+    #[arg(long, env = "CONCLAVE_GUEST_PER_MINUTE", default_value_t = conclave::web::limits::DEFAULT_PER_MINUTE)]
     guest_per_minute: std::num::NonZeroU32,
     #[arg(long, env = "CONCLAVE_LOG_FORMAT")]
     log_format: Option<LogFormat>,

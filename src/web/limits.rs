@@ -12,11 +12,19 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 
+/// `n` (never zero here) as a `NonZeroU32`, usable in a constant.
+const fn nonzero(n: u32) -> NonZeroU32 {
+    match NonZeroU32::new(n) {
+        Some(n) => n,
+        None => NonZeroU32::MIN,
+    }
+}
+
 /// Per link: 20 guests at once, then one every 2 seconds.
-pub const DEFAULT_BURST: u32 = 20;
-pub const DEFAULT_PER_MINUTE: u32 = 30;
+pub const DEFAULT_BURST: NonZeroU32 = nonzero(20);
+pub const DEFAULT_PER_MINUTE: NonZeroU32 = nonzero(30);
 /// All exchanges together may go this many times faster than one link.
-const ALL_LINKS_FACTOR: u32 = 10;
+const ALL_LINKS_FACTOR: NonZeroU32 = nonzero(10);
 /// Links whose bucket is full again are forgotten once this many are kept.
 const FORGET_ABOVE: usize = 4096;
 
@@ -24,15 +32,6 @@ const FORGET_ABOVE: usize = 4096;
 pub struct Limits {
     pub burst: NonZeroU32,
     pub per_minute: NonZeroU32,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            burst: NonZeroU32::new(DEFAULT_BURST).unwrap_or(NonZeroU32::MIN),
-            per_minute: NonZeroU32::new(DEFAULT_PER_MINUTE).unwrap_or(NonZeroU32::MIN),
-        }
-    }
 }
 
 /// A refused exchange: when the next one would be let through.
@@ -59,7 +58,7 @@ pub struct GuestLimits {
 impl GuestLimits {
     pub fn new(limits: Limits) -> GuestLimits {
         let quota = |burst: NonZeroU32, per_minute: NonZeroU32| Quota::per_minute(per_minute).allow_burst(burst);
-        let times = |n: NonZeroU32| n.saturating_mul(NonZeroU32::new(ALL_LINKS_FACTOR).unwrap_or(NonZeroU32::MIN));
+        let times = |n: NonZeroU32| n.saturating_mul(ALL_LINKS_FACTOR);
         GuestLimits {
             all: DefaultDirectRateLimiter::direct(quota(times(limits.burst), times(limits.per_minute))),
             per_link: DefaultKeyedRateLimiter::keyed(quota(limits.burst, limits.per_minute)),

@@ -138,25 +138,22 @@ impl AuditTail {
 
 /// `conclave_reconciles_total` by kind.
 pub fn reconciles(port: u16) -> BTreeMap<String, u64> {
-    let Ok((200, body)) = http_get(port, "/metrics") else {
-        return BTreeMap::new();
-    };
-    body.lines()
-        .filter_map(|l| l.strip_prefix("conclave_reconciles_total{kind=\""))
-        .filter_map(|rest| {
-            let (kind, value) = rest.split_once("\"} ")?;
-            Some((kind.to_string(), value.trim().parse().ok()?))
-        })
-        .collect()
+    by_kind(port, "conclave_reconciles_total")
 }
 
 /// Seconds spent in reconciles so far, by kind (`conclave_reconcile_duration_seconds_sum`).
 pub fn reconcile_seconds(port: u16) -> BTreeMap<String, f64> {
+    by_kind(port, "conclave_reconcile_duration_seconds_sum")
+}
+
+/// The values of `metric{kind="..."}` from the operator's `/metrics`, by kind.
+fn by_kind<T: std::str::FromStr>(port: u16, metric: &str) -> BTreeMap<String, T> {
     let Ok((200, body)) = http_get(port, "/metrics") else {
         return BTreeMap::new();
     };
+    let prefix = format!("{metric}{{kind=\"");
     body.lines()
-        .filter_map(|l| l.strip_prefix("conclave_reconcile_duration_seconds_sum{kind=\""))
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
         .filter_map(|rest| {
             let (kind, value) = rest.split_once("\"} ")?;
             Some((kind.to_string(), value.trim().parse().ok()?))
