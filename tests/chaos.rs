@@ -9,9 +9,9 @@
 //! kill moments and outages in the same order (what the operator was doing at each moment
 //! depends on timing and can differ). `CONCLAVE_CHAOS_SIZE=full` runs the large size.
 //!
-//! The checks that depend on how fast the operator's watches come back after an API server
-//! restart (a Meeting created afterwards gets its links within 30 s; `/healthz` truthful) are
-//! measured and printed; they fail the test only with `CONCLAVE_CHAOS_STRICT_WATCH=1`.
+//! After each restart of kube-apiserver or etcd a Meeting created on a Ready Bridge gets its
+//! links within 30 s, and `/healthz` answers 200 throughout (a short outage must not make a
+//! liveness probe kill a working operator).
 
 mod common;
 #[path = "chaos/invariants.rs"]
@@ -131,7 +131,6 @@ async fn chaos() {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1),
     };
-    let strict_watch = std::env::var("CONCLAVE_CHAOS_STRICT_WATCH").is_ok_and(|v| v == "1");
     eprintln!("chaos: seed {seed} (CONCLAVE_CHAOS_SEED={seed} replays it), size {size:?}");
     let mut rng = StdRng::seed_from_u64(seed);
     let faults = schedule(&size, &mut rng);
@@ -210,7 +209,7 @@ async fn chaos() {
             }
             Some(Fault::Restart(component)) => {
                 let down = Duration::from_millis(rng.random_range(5000..=15000));
-                let probe_bridge = model.bridges.keys().next().cloned().expect("a Bridge");
+                let probe_bridge = invariants::ready_bridge(&client, &model, CONVERGE).await;
                 let probe = model.create_meeting(probe_bridge, &mut rng);
                 eprintln!("chaos: step {step}: {component} down for {down:?}, then {probe:?}");
                 let outage = restart(cp, &client, &operator, &model, component, down, &probe).await;
@@ -276,13 +275,11 @@ async fn chaos() {
             o.component,
             o.healthz
         );
-        if strict_watch {
-            assert!(
-                o.links_after.is_some(),
-                "a Meeting created after {} came back had no links within {LINKS_AFTER_OUTAGE:?}",
-                o.component
-            );
-        }
+        assert!(
+            o.links_after.is_some(),
+            "a Meeting created after {} came back had no links within {LINKS_AFTER_OUTAGE:?}",
+            o.component
+        );
     }
     assert!(kills >= size.kills, "{kills} kills");
 }

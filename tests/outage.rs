@@ -37,8 +37,9 @@ fn meeting(name: &str) -> Meeting {
 }
 
 /// Creates Meeting `name` (retrying while the API server settles) and returns how long its
-/// links took after the create succeeded (at most [`RESUMED`], or the test fails).
-async fn links_after_create(meetings: &Api<Meeting>, name: &str) -> Duration {
+/// links took after the create succeeded (at most [`RESUMED`], or the test fails, showing the
+/// Meeting's and its Bridge's conditions).
+async fn links_after_create(meetings: &Api<Meeting>, bridges: &Api<Bridge>, name: &str) -> Duration {
     wait_for(&format!("creating Meeting {name}"), Duration::from_secs(30), || async {
         meetings
             .create(&PostParams::default(), &meeting(name))
@@ -48,12 +49,24 @@ async fn links_after_create(meetings: &Api<Meeting>, name: &str) -> Duration {
     })
     .await;
     let started = Instant::now();
-    wait_for(&format!("Meeting {name} with links"), RESUMED, || async {
-        let m = meetings.get(name).await.ok()?;
-        m.status?.credentials_secret.map(|_| ())
-    })
-    .await;
-    started.elapsed()
+    loop {
+        let m = meetings.get(name).await.ok();
+        if m.as_ref()
+            .and_then(|m| m.status.as_ref()?.credentials_secret.as_ref())
+            .is_some()
+        {
+            return started.elapsed();
+        }
+        if started.elapsed() > RESUMED {
+            let bridge = bridges.get("meet").await.ok();
+            panic!(
+                "Meeting {name} had no links {RESUMED:?} after its create; its status: {:#?}; Bridge meet's conditions: {:#?}",
+                m.and_then(|m| m.status),
+                bridge.and_then(|b| b.status).map(|s| s.conditions)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Polls `/healthz` of `port` every 100 ms until `stop`, counting non-200 answers (a refused
@@ -102,7 +115,7 @@ async fn watches_resume_at_once_after_api_server_and_etcd_restarts() {
     bridges.create(&PostParams::default(), &bridge).await.expect("bridge");
     wait_ready(&bridges, "meet").await;
     let meetings: Api<Meeting> = Api::namespaced(client.clone(), &ns);
-    links_after_create(&meetings, "before").await;
+    links_after_create(&meetings, &bridges, "before").await;
 
     // The API server dies and comes back after DOWN, twice in a row: a second outage soon
     // after a first is where a backoff that only resets after a quiet spell (kube-runtime's
@@ -121,7 +134,7 @@ async fn watches_resume_at_once_after_api_server_and_etcd_restarts() {
             down.as_secs(),
             restarted.elapsed().as_secs_f64()
         );
-        let took = links_after_create(&meetings, &format!("after-apiserver-{round}")).await;
+        let took = links_after_create(&meetings, &bridges, &format!("after-apiserver-{round}")).await;
         eprintln!(
             "links {:.2}s after creating a Meeting once kube-apiserver was back (outage {round})",
             took.as_secs_f64()
@@ -156,6 +169,10 @@ async fn watches_resume_at_once_after_api_server_and_etcd_restarts() {
     })
     .await;
     eprintln!("edited child restored after {:.2}s", edited.elapsed().as_secs_f64());
+    // The restored web Deployment's pod has to be scheduled and started again (by a
+    // kube-controller-manager that may still be taking its lease back after the restarts):
+    // until then the Bridge is rightly not Ready, and a new Meeting on it rightly waits.
+    wait_ready(&bridges, "meet").await;
 
     // The strict operator has been unhealthy during the outage and is healthy again after it.
     wait_for("the strict operator healthy again", Duration::from_secs(60), || async {
@@ -172,7 +189,7 @@ async fn watches_resume_at_once_after_api_server_and_etcd_restarts() {
         .await
         .expect("restart task")
         .expect("etcd restarts");
-    let took = links_after_create(&meetings, "after-etcd").await;
+    let took = links_after_create(&meetings, &bridges, "after-etcd").await;
     eprintln!(
         "links {:.2}s after creating a Meeting once etcd was back",
         took.as_secs_f64()

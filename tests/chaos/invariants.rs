@@ -365,6 +365,31 @@ pub async fn check(client: &kube::Client, model: &Model) -> Result<Checked, Vec<
     if bad.is_empty() { Ok(checked) } else { Err(bad) }
 }
 
+/// A Bridge of the model that is Ready now (the first by name), waiting for one at most
+/// `within`: a Meeting on a Bridge that was never Ready rightly waits for it, so the probe
+/// after an outage goes to one that is.
+pub async fn ready_bridge(client: &kube::Client, model: &Model, within: Duration) -> String {
+    let bridges: Api<Bridge> = Api::namespaced(client.clone(), &model.namespace);
+    let deadline = Instant::now() + within;
+    loop {
+        for name in model.bridges.keys() {
+            let ready = bridges.get_opt(name).await.ok().flatten().is_some_and(|b| {
+                b.status
+                    .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            });
+            if ready {
+                return name.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Bridge of {:?} Ready within {within:?}",
+            model.bridges.keys()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Whether Meeting `name` has verified links for exactly its participants now.
 pub async fn has_links(client: &kube::Client, model: &Model, name: &str) -> bool {
     let Some(m) = model.meetings.get(name) else {
@@ -402,11 +427,13 @@ pub async fn converge(client: &kube::Client, model: &Model, since: Instant, with
             Ok(_) => return since.elapsed(),
             Err(bad) if Instant::now() >= deadline => {
                 panic!(
-                    "not converged {within:?} after the last fault:\n{}\n\npods:\n{}\n\nStatefulSets:\n{}\n\nkube-controller-manager's garbage collector said:\n{}",
+                    "not converged {within:?} after the last fault:\n{}\n\npods:\n{}\n\nStatefulSets:\n{}\n\nNodePorts held:\n{}\n\nkube-apiserver's NodePort allocator said:\n{}\n\nkube-controller-manager's garbage collector said:\n{}",
                     bad.join("\n"),
                     pods(client, &model.namespace).await,
                     statefulsets(client, &model.namespace).await,
-                    garbage_collector_log()
+                    node_ports(client).await,
+                    log_lines("kube-apiserver", &["node port", "nodePort", "already allocated"]),
+                    log_lines("kube-controller-manager", &["garbage", "graph_builder", "conclave.dev"])
                 )
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
@@ -414,17 +441,47 @@ pub async fn converge(client: &kube::Client, model: &Model, since: Instant, with
     }
 }
 
-/// The garbage collector's last words, for a failure that involves it.
-fn garbage_collector_log() -> String {
-    let path = cluster().state_dir().join("logs/kube-controller-manager.log");
+/// The last lines of a control-plane component's log that mention any of `needles`.
+fn log_lines(component: &str, needles: &[&str]) -> String {
+    let path = cluster().state_dir().join(format!("logs/{component}.log"));
     let log = std::fs::read_to_string(&path).unwrap_or_default();
-    let lines: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("garbage") || l.contains("graph_builder") || l.contains("conclave.dev"))
-        .collect();
+    let lines: Vec<&str> = log.lines().filter(|l| needles.iter().any(|n| l.contains(n))).collect();
     lines[lines.len().saturating_sub(40)..]
         .iter()
         .map(|l| l.chars().take(400).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every Service in the cluster that holds a NodePort, for a failure that says one is taken
+/// (NodePorts are cluster-wide).
+async fn node_ports(client: &kube::Client) -> String {
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::all(client.clone());
+    let Ok(list) = services.list(&Default::default()).await else {
+        return "(Services could not be listed)".into();
+    };
+    list.items
+        .iter()
+        .filter_map(|s| {
+            let ports: Vec<i32> = s
+                .spec
+                .as_ref()?
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| p.node_port)
+                .collect();
+            (!ports.is_empty()).then(|| {
+                format!(
+                    "{:?} {}/{} uid {} deleting {}",
+                    ports,
+                    s.metadata.namespace.as_deref().unwrap_or_default(),
+                    s.metadata.name.as_deref().unwrap_or_default(),
+                    s.metadata.uid.as_deref().unwrap_or_default(),
+                    s.metadata.deletion_timestamp.is_some()
+                )
+            })
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
