@@ -17,6 +17,7 @@ use kube::runtime::utils::{Backoff, StreamBackoff};
 use kube::runtime::watcher;
 
 use super::Synced;
+use super::throttle::Throttle;
 use crate::api::{Bridge, Meeting};
 use crate::http::Health;
 
@@ -25,6 +26,8 @@ use crate::http::Health;
 pub(super) enum Trigger {
     Bridge(ObjectRef<Bridge>),
     Meeting(ObjectRef<Meeting>),
+    /// A Bridge whose Meetings' bookings changed: throttled (see [`Throttle`]).
+    Booking(ObjectRef<Bridge>),
     /// Every Bridge (a node changed: SFU placement and addresses).
     AllBridges,
 }
@@ -35,6 +38,7 @@ pub(super) struct Triggers {
     pub bridges: UnboundedSender<ObjectRef<Bridge>>,
     pub meetings: UnboundedSender<ObjectRef<Meeting>>,
     pub bridge_store: Store<Bridge>,
+    pub bookings: Throttle,
 }
 
 impl Triggers {
@@ -47,6 +51,7 @@ impl Triggers {
             Trigger::Meeting(r) => {
                 let _ = self.meetings.unbounded_send(r);
             }
+            Trigger::Booking(r) => self.bookings.send(r),
             Trigger::AllBridges => {
                 for b in self.bridge_store.state() {
                     let _ = self.bridges.unbounded_send(ObjectRef::from_obj(&*b));

@@ -19,6 +19,7 @@ mod lenient;
 mod relations;
 mod secrets;
 mod slim;
+mod throttle;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -189,6 +190,7 @@ pub(super) async fn lead(
     let mut feeds = Feeds {
         tasks: Tasks::default(),
         triggers: Triggers {
+            bookings: throttle::Throttle::new(throttle::Throttle::WINDOW, bridge_tx.clone()),
             bridges: bridge_tx,
             meetings: meeting_tx,
             bridge_store: bridge_store.clone(),

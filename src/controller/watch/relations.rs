@@ -81,7 +81,8 @@ pub(super) fn bridge(metrics: Arc<Metrics>, hosted: Arc<Hosted>) -> Hook<Bridge>
 
 /// Meetings: the Meeting itself when its spec or metadata changed; when its spec changed (or
 /// it came or went), its Bridge (pool size, room limits) and the siblings whose schedule
-/// overlaps it, before or after (room conflicts, overbooking). Also keeps the index of
+/// overlaps it, before or after (room conflicts, overbooking); the Bridge through the booking
+/// throttle (at most one reconcile per window for a burst). Also keeps the index of
 /// Meetings by Bridge and the phase counts.
 pub(super) fn meeting(
     phases: Arc<Mutex<PhaseCounts>>,
@@ -118,7 +119,7 @@ pub(super) fn meeting(
             .get(&bridge)
             .map(|b| capacity::lead_time(&b.spec.sfu))
             .unwrap_or_default();
-        out.push(Trigger::Bridge(bridge));
+        out.push(Trigger::Booking(bridge));
         for m in [old, new].into_iter().flatten() {
             out.extend(
                 hosted
