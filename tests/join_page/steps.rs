@@ -24,14 +24,20 @@ pub(super) fn visible(w: &mut World, id: &str, selector: &str) -> bool {
 /// What a page in `state` shows and hides.
 pub(super) fn assert_layout(w: &mut World, id: &str, state: &str) {
     let joined = state == "joined";
-    let badge = w.driver.eval(id, "document.getElementById('e2ee-state').textContent");
     let connected = joined || state == "lobby";
     let want = if connected {
         "End-to-end encrypted"
     } else {
         "Not connected"
     };
-    assert_eq!(badge, json!(want), "{id} ({state}): the encryption badge");
+    // livekit-client confirms the room's encryption from its E2EE worker, a moment after the
+    // page has changed state: the badge follows then.
+    w.driver.wait_for(
+        &format!("{id} ({state}): the encryption badge to say {want}"),
+        WAIT,
+        |d| d.eval(id, "document.getElementById('e2ee-state').textContent"),
+        |badge| *badge == json!(want),
+    );
     for (selector, shown) in [
         ("#name-form", false),
         ("#key-form", false),
