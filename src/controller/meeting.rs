@@ -143,7 +143,7 @@ async fn reconcile_meeting(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Ac
         conditions,
     };
     let written = patch_status(&cx, &meeting, status).await?;
-    tracing::info!(phase = ?outcome.phase, status_written = written, "reconciled");
+    tracing::info!(phase = ?outcome.phase, ready = %outcome.ready.1.as_str(), status_written = written, "reconciled");
     Ok(match outcome.due {
         Some(at) => Action::requeue(clock::until(cx.clock.now(), at)),
         None => Action::await_change(),

@@ -232,8 +232,17 @@ pub async fn check(client: &kube::Client, model: &Model) -> Result<Checked, Vec<
             .any(|c| c.type_ == "Ready" && c.status == "True");
         if !ready || status.observed_generation != m.metadata.generation {
             bad.push(format!(
-                "Meeting {name} not Ready at its generation {:?} (observed {:?}, phase {:?})",
-                m.metadata.generation, status.observed_generation, status.phase
+                "Meeting {name} of Bridge {} not Ready at its generation {:?} (observed {:?}, phase {:?}): {:?}",
+                m.spec.bridge,
+                m.metadata.generation,
+                status.observed_generation,
+                status.phase,
+                status
+                    .conditions
+                    .iter()
+                    .filter(|c| c.status != "True")
+                    .map(|c| (&c.type_, &c.reason, &c.message, &c.last_transition_time))
+                    .collect::<Vec<_>>()
             ));
         }
     }
