@@ -122,6 +122,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub(super) synced: Synced,
     pub(super) events: Events,
+    /// Status writes the caches may not show yet.
+    pub(super) written: Arc<super::status::Written>,
 }
 
 impl Context {

@@ -2,7 +2,10 @@
 //! field manager, sent only when it differs from what the object shows, and only to the object
 //! it was computed for.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
@@ -29,6 +32,77 @@ pub fn record_failure<S: Conditioned>(status: &mut S, err: &Error, generation: O
     if !err.is_transient() {
         let ready = format!("the last reconcile failed: {message}");
         conditions::set(conds, condition(Type::Ready, false, err.reason(), &ready, generation));
+    }
+}
+
+/// The statuses this operator wrote that its caches may not show yet, by object uid.
+///
+/// The caches learn of a status write through the watch, a moment later; a reconcile in between
+/// reads the object as it was before the write. Comparing with that stale status once made a
+/// Meeting stay `Ready=False` for good: it wrote `BridgeNotReady`, its Bridge turned Ready at
+/// once, and the next reconcile computed `LinksIssued`, found it equal to the cached (pre-write)
+/// status and wrote nothing, and the watch event of the first write triggers no reconcile (a
+/// status the operator wrote itself changes no input). Found by the chaos test.
+#[derive(Default)]
+pub struct Written(Mutex<HashMap<String, Record>>);
+
+struct Record {
+    /// The resourceVersion the write was computed from: while the cache still shows it, the
+    /// cache has not seen the write.
+    base: Option<String>,
+    status: serde_json::Value,
+    at: Instant,
+}
+
+impl Written {
+    /// Records kept at most this long: by then the watch has long delivered the write, and a
+    /// record of an object deleted meanwhile must not stay for ever.
+    const KEEP: Duration = Duration::from_secs(300);
+
+    /// The status the object has as far as this operator knows: the one it wrote last when the
+    /// cache has not caught up with that write, else the cached one (`None`).
+    fn current<S: DeserializeOwned>(&self, uid: &str, cached_version: Option<&str>) -> Option<S> {
+        let mut records = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let record = records.get(uid)?;
+        if record.base.as_deref() == cached_version && record.at.elapsed() < Self::KEEP {
+            return serde_json::from_value(record.status.clone()).ok();
+        }
+        records.remove(uid);
+        None
+    }
+
+    /// The watch delivered version `version` of object `uid`: a record computed from another
+    /// version is now in the cache (or overtaken by someone else's write), and goes.
+    pub fn observed(&self, uid: Option<&str>, version: Option<&str>) {
+        let Some(uid) = uid else { return };
+        let mut records = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if records.get(uid).is_some_and(|r| r.base.as_deref() != version) {
+            records.remove(uid);
+        }
+    }
+
+    fn record<S: Serialize>(&self, uid: &str, base: Option<String>, status: &S) {
+        let Ok(status) = serde_json::to_value(status) else {
+            return;
+        };
+        let mut records = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Records normally go when the watch delivers the write; these are of objects deleted
+        // before it did.
+        if records.len() >= 1024 {
+            records.retain(|_, r| r.at.elapsed() < Self::KEEP);
+        }
+        records.insert(
+            uid.to_string(),
+            Record {
+                base,
+                status,
+                at: Instant::now(),
+            },
+        );
+    }
+
+    fn forget(&self, uid: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
     }
 }
 
@@ -72,16 +146,20 @@ where
         + Clone
         + Debug
         + DeserializeOwned,
-    K::Status: Conditioned + Default + Clone + PartialEq + Serialize,
+    K::Status: Conditioned + Default + Clone + PartialEq + Serialize + DeserializeOwned,
 {
-    let old = obj.status().cloned().unwrap_or_default();
+    let uid = obj.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    let base = obj.resource_version();
+    let old = match cx.written.current::<K::Status>(&uid, base.as_deref()) {
+        Some(written) => written,
+        None => obj.status().cloned().unwrap_or_default(),
+    };
     keep_transition_times(status.conditions_mut(), old.conditions());
     if status == old {
         return Ok(None);
     }
     let name = obj.name_any();
     let ns = obj.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
-    let uid = obj.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let key = format!("{}/{name}/status", K::kind(&()));
     let api: Api<K> = Api::namespaced(cx.client.clone(), &ns);
     let ops = json!([
@@ -94,7 +172,10 @@ where
         ..PatchParams::default()
     };
     match api.patch_status(&name, &params, &Patch::Json::<()>(ops)).await {
-        Ok(_) => Ok(Some(old)),
+        Ok(_) => {
+            cx.written.record(&uid, base, &status);
+            Ok(Some(old))
+        }
         // 404: gone. 422: the test failed, or the status is invalid; only a name that holds
         // another object now (or none) is let go.
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
@@ -110,6 +191,45 @@ where
                 Ok(None)
             }
         }
-        Err(e) => Err(Error::Apply(key, e)),
+        Err(e) => {
+            // Whether the write took effect is unknown: compare with the cache again.
+            cx.written.forget(&uid);
+            Err(Error::Apply(key, e))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_written_counts_until_the_cache_shows_another_version() {
+        let written = Written::default();
+        let status = MeetingStatus {
+            observed_generation: Some(2),
+            ..MeetingStatus::default()
+        };
+        written.record("uid-1", Some("10".into()), &status);
+        // The cache still shows version 10, from before the write: what was written counts.
+        assert_eq!(
+            written.current::<MeetingStatus>("uid-1", Some("10")),
+            Some(status.clone())
+        );
+        assert_eq!(
+            written.current::<MeetingStatus>("uid-2", Some("10")),
+            None,
+            "another object"
+        );
+        // The cache caught up (version 11): the cache counts, and the record is gone.
+        assert_eq!(written.current::<MeetingStatus>("uid-1", Some("11")), None);
+        assert_eq!(written.current::<MeetingStatus>("uid-1", Some("10")), None);
+        // The watch delivering the write removes the record too; a delivery of the version it
+        // was computed from does not.
+        written.record("uid-1", Some("11".into()), &status);
+        written.observed(Some("uid-1"), Some("11"));
+        assert!(written.current::<MeetingStatus>("uid-1", Some("11")).is_some());
+        written.observed(Some("uid-1"), Some("12"));
+        assert_eq!(written.current::<MeetingStatus>("uid-1", Some("11")), None);
     }
 }

@@ -180,6 +180,7 @@ pub(super) async fn lead(
     let events = Events::new(client.clone(), std::env::var("POD_NAME").ok());
     let invalid = Arc::new(InvalidObjects::new(metrics.clone(), events.clone()));
     let indexes = Indexes::default();
+    let written = Arc::new(super::status::Written::default());
 
     let bridge_writer: Writer<Bridge> = Writer::default();
     let meeting_writer: Writer<Meeting> = Writer::default();
@@ -204,7 +205,7 @@ pub(super) async fn lead(
         bridge_writer,
         (),
         Box::new(|b: &mut Bridge| slim::meta(&mut b.metadata)),
-        relations::bridge(metrics.clone(), indexes.hosted.clone()),
+        relations::bridge(metrics.clone(), indexes.hosted.clone(), written.clone()),
         invalid.clone(),
     );
     let bridges = watcher(scope.api::<Lenient<Bridge>>(&client), watcher::Config::default());
@@ -218,7 +219,13 @@ pub(super) async fn lead(
         meeting_writer,
         (),
         Box::new(|m: &mut Meeting| slim::meta(&mut m.metadata)),
-        relations::meeting(phases, metrics.clone(), indexes.hosted.clone(), bridge_store.clone()),
+        relations::meeting(
+            phases,
+            metrics.clone(),
+            indexes.hosted.clone(),
+            bridge_store.clone(),
+            written.clone(),
+        ),
         invalid.clone(),
     )
     .on_relisted(Box::new(move |store| {
@@ -348,6 +355,7 @@ pub(super) async fn lead(
         metrics,
         synced,
         events,
+        written,
     });
     tracing::info!("starting controllers");
     let bridges = Controller::for_stream(futures::stream::pending(), bridge_store)

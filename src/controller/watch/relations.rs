@@ -21,6 +21,7 @@ use crate::api::{Bridge, Meeting};
 use crate::bridge::secrets as generated;
 use crate::conditions::Type;
 use crate::controller::Kind;
+use crate::controller::status::Written;
 use crate::labels;
 use crate::meeting::capacity;
 use crate::metrics::Metrics;
@@ -55,9 +56,10 @@ fn meetings_on(hosted: &Hosted, ns: &str, bridge: &str, out: &mut Vec<Trigger>) 
 
 /// Bridges: the Bridge itself when its spec or metadata changed; its Meetings when that or its
 /// readiness changed (what a Meeting reads of its Bridge), or when it went away.
-pub(super) fn bridge(metrics: Arc<Metrics>, hosted: Arc<Hosted>) -> Hook<Bridge> {
+pub(super) fn bridge(metrics: Arc<Metrics>, hosted: Arc<Hosted>, written: Arc<Written>) -> Hook<Bridge> {
     Box::new(move |old, new, out| {
         let Some(any) = new.or(old) else { return };
+        written.observed(any.uid().as_deref(), any.resource_version().as_deref());
         let (ns, name) = (any.namespace().unwrap_or_default(), any.name_any());
         match (old, new) {
             (old, Some(new)) => {
@@ -89,9 +91,11 @@ pub(super) fn meeting(
     metrics: Arc<Metrics>,
     hosted: Arc<Hosted>,
     bridges: Store<Bridge>,
+    written: Arc<Written>,
 ) -> Hook<Meeting> {
     Box::new(move |old, new, out| {
         let Some(any) = new.or(old) else { return };
+        written.observed(any.uid().as_deref(), any.resource_version().as_deref());
         hosted.update(old, new);
         {
             let mut phases = phases.lock().unwrap_or_else(|p| p.into_inner());
