@@ -47,6 +47,12 @@ pub fn call(w: &mut World, firefox: &Path) {
         shots[0].display(),
         shots[1].display()
     );
+    let (fiona, felix) = (w.driver.stats("fiona"), w.driver.stats("felix"));
+    println!(
+        "firefox: by the end of the call fiona decoded {} frames from felix, felix {} from fiona",
+        decoded(&fiona, "felix"),
+        decoded(&felix, "fiona")
+    );
     w.close("fiona");
     w.close("felix");
 }

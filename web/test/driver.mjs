@@ -48,9 +48,19 @@ const BASE_ARGS = [
 // Firefox's equivalents: fake camera and microphone without a prompt, autoplay, host candidates
 // as addresses. Puppeteer's own Firefox preferences already switch off updates, telemetry and
 // other background traffic.
+//
+// Camera and microphone are allowed for every site, as for a user who allowed the page: until a
+// page captures or holds that permission, Firefox gathers ICE candidates only on the interface
+// of the default route (its protection against leaking local addresses), and the test's
+// namespace has no default route, so the page (which connects before it captures) gathered none
+// and failed with "could not establish pc connection". WebDriver BiDi's
+// permissions.setPermission refuses "camera" in Firefox 153 ("currently unsupported"), hence
+// the default-permission preferences.
 const FIREFOX_PREFS = {
   'media.navigator.streams.fake': true,
   'media.navigator.permission.disabled': true,
+  'permissions.default.camera': 1,
+  'permissions.default.microphone': 1,
   'media.autoplay.default': 0,
   'media.autoplay.blocking_policy': 0,
   'media.peerconnection.ice.obfuscate_host_addresses': false,
