@@ -82,7 +82,12 @@ impl Cluster {
             .expect("create the Bridge");
         wait_ready(&bridges, BRIDGE).await;
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-        let generated = data(&secrets.get(&format!("{BRIDGE}-secrets")).await.expect("generated Secret"));
+        let generated = data(
+            &secrets
+                .get(&format!("{BRIDGE}-secrets"))
+                .await
+                .expect("generated Secret"),
+        );
         let keys = Keys {
             api_key: generated["livekit-api-key"].clone(),
             api_secret: generated["livekit-api-secret"].clone(),
@@ -125,7 +130,11 @@ impl Cluster {
         testenv::wait_for(&format!("{name} to list exactly {rooms:?}"), WAIT, || async {
             let d = self.configmaps.get_opt(&name).await.ok()??.data?;
             let list: Value = serde_json::from_str(d.get("rooms.json")?).ok()?;
-            let names: Vec<&str> = list["rooms"].as_array()?.iter().filter_map(|r| r["name"].as_str()).collect();
+            let names: Vec<&str> = list["rooms"]
+                .as_array()?
+                .iter()
+                .filter_map(|r| r["name"].as_str())
+                .collect();
             (names == rooms).then_some(d)
         })
         .await

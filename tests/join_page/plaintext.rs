@@ -65,11 +65,7 @@ pub fn unencrypted(w: &mut World, lkclient: Option<&Path>) {
         );
         return;
     };
-    let mut gopher = Gopher::start(
-        lkclient,
-        &w.livekit_url(),
-        &w.token(STANDUP, "gopher"),
-    );
+    let mut gopher = Gopher::start(lkclient, &w.livekit_url(), &w.token(STANDUP, "gopher"));
     refused(w, "gopher", "Gopher Plaintext");
     w.screenshot("bob", "bob-refuses-unencrypted-go-client");
     gopher.stop();

@@ -18,7 +18,10 @@ fn badge(w: &mut World, id: &str) -> serde_json::Value {
 
 pub fn preferred(w: &mut World) {
     let pat_link = w.link(HALLWAY, "pat");
-    assert!(pat_link.contains("#key="), "a Preferred Meeting's link carries the key too");
+    assert!(
+        pat_link.contains("#key="),
+        "a Preferred Meeting's link carries the key too"
+    );
     w.open("pat", &pat_link, false);
     let s = w.driver.wait_state("pat", "joined", WAIT);
     assert_eq!(s["policy"], "Preferred/Link", "pat: {s}");
@@ -37,10 +40,7 @@ pub fn preferred(w: &mut World) {
         visible(w, "quinn", "#join-unencrypted"),
         "a Preferred meeting offers to join without encryption"
     );
-    assert!(
-        !w.sfu_in(HALLWAY).contains_key("quinn"),
-        "nobody joins before choosing"
-    );
+    assert!(!w.sfu_in(HALLWAY).contains_key("quinn"), "nobody joins before choosing");
     w.screenshot("quinn", "quinn-asked-for-passphrase-or-plain");
     w.driver.click("quinn", "#join-unencrypted");
     let s = w.driver.wait_state("quinn", "joined", WAIT);

@@ -14,8 +14,8 @@ use conclave::web::twirp::{self, Credentials, RoomService};
 use serde_json::{Value, json};
 
 use super::browser::Driver;
-pub use super::cluster::{FIRESIDE, HALLWAY, STANDUP};
 use super::cluster::{self, Cluster, DOMAIN};
+pub use super::cluster::{FIRESIDE, HALLWAY, STANDUP};
 use super::daemon::Daemon;
 use super::servers;
 pub use super::stats::{decoded, heard, inbound, remote};
@@ -109,8 +109,14 @@ impl World {
         let turn_addr = SocketAddr::from((TURN_IP, TURN_PORT));
         turn.wait_ready("answering STUN", WAIT, || servers::stun_answers(turn_addr));
 
-        let config =
-            servers::livekit_config(IpAddr::V4(SFU_IP), LIVEKIT_PORT, 7882, 7881, turn_addr, &keys.turn_secret);
+        let config = servers::livekit_config(
+            IpAddr::V4(SFU_IP),
+            LIVEKIT_PORT,
+            7882,
+            7881,
+            turn_addr,
+            &keys.turn_secret,
+        );
         let mut livekit = servers::livekit(
             &env_path(LIVEKIT_ENV),
             dir.path(),
@@ -210,7 +216,10 @@ impl World {
     /// The access token in participant `who`'s link.
     pub fn token(&self, meeting: &str, who: &str) -> String {
         let link = &self.links[meeting][who];
-        let query = link.split_once("?token=").map(|(_, q)| q).expect("an access-token link");
+        let query = link
+            .split_once("?token=")
+            .map(|(_, q)| q)
+            .expect("an access-token link");
         query.split('#').next().unwrap_or_default().to_owned()
     }
 

@@ -64,7 +64,11 @@ pub(super) fn sfu_tracks(w: &mut World, identity: &str, n: usize) -> Vec<conclav
 pub(super) fn sfu_tracks_in(w: &mut World, room: &str, identity: &str, n: usize) -> Vec<conclave::web::twirp::Track> {
     let deadline = Instant::now() + WAIT;
     loop {
-        let tracks = w.sfu_in(room).get(identity).map(|p| p.tracks.clone()).unwrap_or_default();
+        let tracks = w
+            .sfu_in(room)
+            .get(identity)
+            .map(|p| p.tracks.clone())
+            .unwrap_or_default();
         if tracks.len() >= n {
             return tracks;
         }
