@@ -3,7 +3,9 @@
 //! other's video and hears their audio, every track is encrypted (in the page's view and the
 //! SFU's), and the page's own encryption is on. Firefox encrypts through
 //! `RTCRtpScriptTransform`, Chromium through insertable streams: the same page, another path
-//! through livekit-client's E2EE worker.
+//! through livekit-client's E2EE worker. The driver allows camera and microphone for every site
+//! in Firefox: without that, Firefox gathers candidates only on the default route's interface,
+//! and this namespace has none (see `FIREFOX_PREFS` in `web/test/driver.mjs`).
 
 use std::path::Path;
 use std::time::Instant;
