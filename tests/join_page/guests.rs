@@ -4,12 +4,12 @@
 
 use serde_json::json;
 
-use super::scenario::{World, decoded};
+use super::scenario::{STANDUP, World, decoded};
 use super::steps::{SERVER_CLOSED, WAIT, assert_layout, identity, see_and_hear, visible, watch};
 
 /// Step 4.
 pub fn lobby(w: &mut World) {
-    let link = w.guest_link(true);
+    let link = w.link(STANDUP, "guest");
     w.open("gina", &link, false);
     w.driver
         .call(json!({"cmd": "type", "id": "gina", "selector": "#name-input", "text": "Gina Guest"}));
@@ -68,7 +68,7 @@ pub fn lobby(w: &mut World) {
     assert_eq!(waiting, json!([]), "nobody waits any more");
     w.screenshot("gina", "gina-admitted");
 
-    let link = w.guest_link(true);
+    let link = w.link(STANDUP, "guest");
     w.open("dan", &link, false);
     w.driver
         .call(json!({"cmd": "type", "id": "dan", "selector": "#name-input", "text": "Dan Denied"}));
@@ -109,7 +109,7 @@ fn twirp_encrypted(t: &conclave::web::twirp::Track) -> bool {
 /// Step 4b: a link without its fragment. The meeting is Required: the page asks for the
 /// passphrase, offers no way in without it, and joins encrypted once it is typed.
 pub fn passphrase(w: &mut World) {
-    let link = w.link(&w.token("erin", "Erin Typed", false), None);
+    let link = w.link_with_key(STANDUP, "erin", None);
     w.open("erin", &link, false);
     w.driver.wait_state("erin", "needs-key", WAIT);
     assert!(visible(w, "erin", "#key-form"), "erin is asked for the passphrase");

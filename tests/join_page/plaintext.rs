@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::scenario::{World, inbound};
+use super::scenario::{STANDUP, World, inbound};
 use super::steps::{WAIT, sfu_tracks, tile, watch};
 
 /// Alice and bob refuse `identity`'s two unencrypted tracks, and name `name`.
@@ -47,7 +47,7 @@ fn refused(w: &mut World, identity: &str, name: &str) {
 
 /// Step 3: LiveKit's browser SDK without E2EE, then lkclient without a key.
 pub fn unencrypted(w: &mut World, lkclient: Option<&Path>) {
-    let published = w.open_rogue("mallory", &w.token("mallory", "Mallory Plaintext", false));
+    let published = w.open_rogue("mallory", &w.token(STANDUP, "mallory"));
     assert!(
         published
             .as_array()
@@ -65,11 +65,7 @@ pub fn unencrypted(w: &mut World, lkclient: Option<&Path>) {
         );
         return;
     };
-    let mut gopher = Gopher::start(
-        lkclient,
-        &w.livekit_url(),
-        &w.token("gopher", "Gopher Plaintext", false),
-    );
+    let mut gopher = Gopher::start(lkclient, &w.livekit_url(), &w.token(STANDUP, "gopher"));
     refused(w, "gopher", "Gopher Plaintext");
     w.screenshot("bob", "bob-refuses-unencrypted-go-client");
     gopher.stop();

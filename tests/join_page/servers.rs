@@ -129,10 +129,3 @@ pub fn conclave_web(logs: &Path, a: &WebArgs<'_>) -> Daemon {
         .env("RUST_LOG", "info");
     Daemon::start("conclave-web", cmd, logs)
 }
-
-/// Replaces the rooms file atomically, as the kubelet swaps a ConfigMap volume.
-pub fn write_rooms(path: &Path, json: &serde_json::Value) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, json.to_string()).expect("write rooms");
-    std::fs::rename(&tmp, path).expect("swap rooms file");
-}

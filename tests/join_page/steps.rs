@@ -1,10 +1,11 @@
 //! The checks, one function per behaviour of the page. Page ids double as screenshot names.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use super::scenario::{World, decoded, heard, inbound, remote};
+use super::scenario::{FIRESIDE, HALLWAY, STANDUP, World, decoded, heard, inbound, remote};
 
 pub(super) const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Console errors livekit-client logs when the server ends a session (removal, room deleted).
@@ -60,11 +61,20 @@ pub(super) fn identity(w: &mut World, id: &str) -> String {
         .to_owned()
 }
 
-/// The tracks the SFU lists for `identity`, once it lists `n` of them.
+/// The tracks the SFU lists for `identity` in `standup`, once it lists `n` of them.
 pub(super) fn sfu_tracks(w: &mut World, identity: &str, n: usize) -> Vec<conclave::web::twirp::Track> {
+    sfu_tracks_in(w, STANDUP, identity, n)
+}
+
+/// The tracks the SFU lists for `identity` in `room`, once it lists `n` of them.
+pub(super) fn sfu_tracks_in(w: &mut World, room: &str, identity: &str, n: usize) -> Vec<conclave::web::twirp::Track> {
     let deadline = Instant::now() + WAIT;
     loop {
-        let tracks = w.sfu().get(identity).map(|p| p.tracks.clone()).unwrap_or_default();
+        let tracks = w
+            .sfu_in(room)
+            .get(identity)
+            .map(|p| p.tracks.clone())
+            .unwrap_or_default();
         if tracks.len() >= n {
             return tracks;
         }
@@ -98,7 +108,7 @@ pub(super) fn see_and_hear(w: &mut World, a: (&str, &str), b: (&str, &str)) -> V
     )
 }
 
-fn assert_all_encrypted(snapshot: &Value, who: &str) {
+pub(super) fn assert_all_encrypted(snapshot: &Value, who: &str) {
     assert_eq!(snapshot["e2ee"], true, "{who}: E2EE on: {snapshot}");
     let local = &snapshot["local"]["tracks"];
     assert!(
@@ -112,10 +122,10 @@ fn assert_all_encrypted(snapshot: &Value, who: &str) {
 /// Step 1: two members, one of them reaching the SFU only through coturn.
 pub fn members(w: &mut World) -> String {
     let t0 = Instant::now();
-    let alice_link = w.link(&w.token("alice", "Alice Moderator", true), Some(&w.key.clone()));
+    let alice_link = w.link(STANDUP, "alice");
     let opened = w.open("alice", &alice_link, false);
     check_headers(&opened);
-    let bob_link = w.link(&w.token("bob", "Bob Member", false), Some(&w.key.clone()));
+    let bob_link = w.link(STANDUP, "bob");
     w.open("bob", &bob_link, true);
     w.driver.wait_state("alice", "joined", WAIT);
     w.driver.wait_state("bob", "joined", WAIT);
@@ -131,7 +141,7 @@ pub fn members(w: &mut World) -> String {
         let href = w.driver.eval(id, "location.href");
         assert_eq!(
             href,
-            json!(w.page_url()),
+            json!(w.page_url(STANDUP)),
             "{id}: token and key removed from the address"
         );
     }
@@ -142,42 +152,7 @@ pub fn members(w: &mut World) -> String {
 
     let sfu = w.sfu();
     for (me, other) in [("alice", "bob"), ("bob", "alice")] {
-        let snap = &v[me]["snapshot"];
-        assert_all_encrypted(snap, me);
-        let seen = remote(snap, other).unwrap_or_else(|| panic!("{me} does not list {other}: {snap}"));
-        assert_eq!(seen["tile"], "media", "{me} shows {other}'s media: {seen}");
-        assert_eq!(
-            seen["encryptionStatus"], true,
-            "{me}: the SDK reports {other} encrypted: {seen}"
-        );
-        // The page's view of the other's tracks is the SFU's, track by track.
-        let page: Vec<(String, bool)> = seen["tracks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|t| (t["sid"].as_str().unwrap_or_default().to_owned(), t["encrypted"] == true))
-            .collect();
-        let mut server: Vec<(String, bool)> = sfu
-            .get(other)
-            .unwrap_or_else(|| panic!("the SFU does not list {other}"))
-            .tracks
-            .iter()
-            .map(|t| (t.sid.clone(), t.encrypted()))
-            .collect();
-        let mut page_sorted = page.clone();
-        page_sorted.sort();
-        server.sort();
-        assert_eq!(page_sorted, server, "{me}'s view of {other}'s tracks equals the SFU's");
-        assert!(
-            server.len() == 2 && server.iter().all(|(_, e)| *e),
-            "the SFU records {other}'s two tracks as encrypted: {server:?}"
-        );
-        assert!(
-            seen["tracks"]
-                .as_array()
-                .is_some_and(|t| t.iter().all(|t| t["played"] == true)),
-            "{me} plays every track of {other}: {seen}"
-        );
+        encrypted_both_ways(&sfu, &v, me, other);
     }
     let relayed: Vec<&Value> = inbound(&v["bob"]["stats"], "alice", "video").collect();
     assert!(
@@ -203,6 +178,53 @@ pub fn members(w: &mut World) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     )
+}
+
+/// `me`'s page (its entry in `v`, as [`see_and_hear`] returns it) encrypts everything it
+/// sends, plays `other`'s media, and sees exactly the tracks the SFU lists for `other`, all
+/// encrypted.
+pub(super) fn encrypted_both_ways(
+    sfu: &BTreeMap<String, conclave::web::twirp::Participant>,
+    v: &Value,
+    me: &str,
+    other: &str,
+) {
+    let snap = &v[me]["snapshot"];
+    assert_all_encrypted(snap, me);
+    let seen = remote(snap, other).unwrap_or_else(|| panic!("{me} does not list {other}: {snap}"));
+    assert_eq!(seen["tile"], "media", "{me} shows {other}'s media: {seen}");
+    assert_eq!(
+        seen["encryptionStatus"], true,
+        "{me}: the SDK reports {other} encrypted: {seen}"
+    );
+    // The page's view of the other's tracks is the SFU's, track by track.
+    let page: Vec<(String, bool)> = seen["tracks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| (t["sid"].as_str().unwrap_or_default().to_owned(), t["encrypted"] == true))
+        .collect();
+    let mut server: Vec<(String, bool)> = sfu
+        .get(other)
+        .unwrap_or_else(|| panic!("the SFU does not list {other}"))
+        .tracks
+        .iter()
+        .map(|t| (t.sid.clone(), t.encrypted()))
+        .collect();
+    let mut page_sorted = page.clone();
+    page_sorted.sort();
+    server.sort();
+    assert_eq!(page_sorted, server, "{me}'s view of {other}'s tracks equals the SFU's");
+    assert!(
+        server.len() == 2 && server.iter().all(|(_, e)| *e),
+        "the SFU records {other}'s two tracks as encrypted: {server:?}"
+    );
+    assert!(
+        seen["tracks"]
+            .as_array()
+            .is_some_and(|t| t.iter().all(|t| t["played"] == true)),
+        "{me} plays every track of {other}: {seen}"
+    );
 }
 
 fn check_headers(opened: &Value) {
@@ -255,7 +277,7 @@ pub(super) fn tile(w: &mut World, viewer: &str, of: &str) -> Value {
 /// Step 2: the right token with a wrong key.
 pub fn wrong_key(w: &mut World) {
     let wrong = conclave::engine::livekit::token::new_passphrase();
-    let link = w.link(&w.token("carol", "Carol Wrongkey", false), Some(&wrong));
+    let link = w.link_with_key(STANDUP, "carol", Some(&wrong));
     for id in ["alice", "bob", "carol"] {
         w.expect_console(id, &["Decryption failed"]);
     }
@@ -307,8 +329,9 @@ pub fn wrong_key(w: &mut World) {
     w.close("carol");
 }
 
-/// Step 5: the room leaves the rooms file; everyone is disconnected, a valid token no longer
-/// joins.
+/// Step 5: the operator's clock passes `standup`'s end; everyone in its room is disconnected, and
+/// a link taken from its credentials Secret earlier, whose token has not expired, no longer
+/// joins. The other Meetings' rooms stay.
 pub fn ended(w: &mut World) {
     let gina = identity(w, "gina");
     let mut figures = Vec::new();
@@ -326,19 +349,29 @@ pub fn ended(w: &mut World) {
         w.expect_console(id, SERVER_CLOSED);
     }
     let t0 = Instant::now();
-    w.close_room();
+    w.end_standup();
+    let ended_at = t0.elapsed();
     for id in ["alice", "bob", "gina"] {
         let s = w.driver.wait_state(id, "ended", WAIT);
         assert_eq!(s["reason"], "ROOM_DELETED", "{id}: {s}");
         assert_layout(w, id, "ended");
     }
     println!(
-        "room removed from the rooms file: every page disconnected within {:.1}s",
+        "standup past its end: Ended with its room unlisted after {:.1}s, every page disconnected after {:.1}s",
+        ended_at.as_secs_f64(),
         t0.elapsed().as_secs_f64()
     );
-    assert!(w.sfu_rooms().is_empty(), "the SFU has no room left");
+    assert_eq!(
+        w.sfu_rooms(),
+        [FIRESIDE, HALLWAY],
+        "the SFU closed standup's room and only it"
+    );
     w.screenshot("alice", "alice-ended");
-    let link = w.link(&w.token("bob", "Bob Member", false), Some(&w.key.clone()));
+    assert!(
+        w.token_verifies(STANDUP, "bob"),
+        "bob's link, taken before the end, still holds a valid token: only the closed room refuses it"
+    );
+    let link = w.link(STANDUP, "bob");
     // Chromium itself logs the refused WebSocket and its 404.
     w.expect_console("bob-again", &["WebSocket connection to", "status of 404"]);
     w.open("bob-again", &link, false);

@@ -50,6 +50,18 @@ pub fn chromium() -> Option<PathBuf> {
     on_path("chromium").or_else(|| on_path("chromium-browser"))
 }
 
+/// Firefox ESR: `$CONCLAVE_FIREFOX`, else Debian's binary (not its wrapper script).
+pub fn firefox() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("CONCLAVE_FIREFOX") {
+        return Some(PathBuf::from(p));
+    }
+    let debian = PathBuf::from("/usr/lib/firefox-esr/firefox-esr");
+    if debian.is_file() {
+        return Some(debian);
+    }
+    on_path("firefox-esr")
+}
+
 pub fn node() -> Option<PathBuf> {
     on_path("node")
 }

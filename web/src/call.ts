@@ -1,8 +1,12 @@
 // One call: a LiveKit Room with end-to-end encryption switched on before it connects, and the
 // rules the page keeps whatever the server or other clients do:
-// - nothing is published unless the room encrypts (in a Required meeting);
+// - a page with the key publishes nothing unless the room encrypts (a Required meeting's page
+//   always has the key; only a Preferred meeting's may join without one, openly);
 // - a remote track the publisher did not encrypt is not subscribed, so never played, and its
-//   tile says why (in a Required meeting);
+//   tile says why (in a Required meeting); in a Preferred meeting it is played and its tile says
+//   it is not encrypted;
+// - a page without the key (a Preferred meeting joined unencrypted) does not subscribe to
+//   encrypted tracks, which it could only render as noise, and says why;
 // - a participant whose media cannot be decrypted shows "cannot decrypt", not a black tile.
 
 import {
@@ -97,6 +101,7 @@ export class Call {
     return this.room.localParticipant.attributes[LOBBY_ATTRIBUTE] === 'waiting' || perm?.canSubscribe === false;
   }
 
+  /** Whether remote media must be encrypted to be played (a Required meeting). */
   private mustEncrypt(): boolean {
     return this.policy.e2ee === 'Required';
   }
@@ -105,7 +110,7 @@ export class Call {
   private async publishIfAllowed(): Promise<void> {
     const local = this.room.localParticipant;
     if (this.publishing || !local.permissions?.canPublish) return;
-    if (this.mustEncrypt()) await this.localEncryptionActive(ENCRYPTION_WAIT_MS);
+    if (this.encrypted) await this.localEncryptionActive(ENCRYPTION_WAIT_MS);
     this.publishing = true;
     await local.setMicrophoneEnabled(true);
     await local.setCameraEnabled(true);
@@ -139,7 +144,7 @@ export class Call {
 
   /** A local track the server recorded as unencrypted is taken down at once. */
   private checkLocalEncryption(): void {
-    if (!this.mustEncrypt()) return;
+    if (!this.encrypted) return;
     for (const pub of this.room.localParticipant.trackPublications.values()) {
       if (!pub.isEncrypted && pub.track) {
         void this.room.localParticipant.unpublishTrack(pub.track);
@@ -148,10 +153,16 @@ export class Call {
     }
   }
 
-  /** Subscribes to what may be played: encrypted tracks (any track in a Preferred meeting). */
+  /** Whether this page may play `pub`: an encrypted track only with the key, a track in the
+   * clear only in a Preferred meeting. */
+  private playable(pub: RemoteTrackPublication): boolean {
+    return pub.isEncrypted ? this.encrypted : !this.mustEncrypt();
+  }
+
+  /** Subscribes to what may be played, and unsubscribes from what may not. */
   private decide(pub: RemoteTrackPublication, participant: RemoteParticipant): void {
     this.remote(participant.identity);
-    const allowed = pub.isEncrypted || !this.mustEncrypt();
+    const allowed = this.playable(pub);
     const canSubscribe = this.room.localParticipant.permissions?.canSubscribe !== false;
     if (!allowed && pub.isDesired) {
       pub.setSubscribed(false);
@@ -229,7 +240,7 @@ export class Call {
   }
 
   private attach(track: RemoteTrack, pub: RemoteTrackPublication, p: RemoteParticipant): void {
-    if (!pub.isEncrypted && this.mustEncrypt()) {
+    if (!this.playable(pub)) {
       // Subscribed before the page could refuse (e.g. by a server-side subscription): never play.
       pub.setSubscribed(false);
       return;
@@ -308,6 +319,11 @@ export class Call {
     } else if (this.mustEncrypt() && tracks.some((t) => !t.encrypted)) {
       tile = 'unencrypted';
       message = `${name} is sending without end-to-end encryption; their media is not played`;
+    } else if (!this.encrypted && tracks.some((t) => t.encrypted)) {
+      tile = 'needs-key';
+      message = `${name}'s media is end-to-end encrypted; join with the meeting passphrase to see and hear it`;
+    } else if (tracks.some((t) => t.played && !t.encrypted)) {
+      message = `${name} is not end-to-end encrypted`;
     } else if (i.decryptErrors > 0 && i.lastErrorAt > i.lastFrameAt) {
       tile = 'cannot-decrypt';
       message = `Cannot decrypt ${name}'s media: they use a different meeting key`;
@@ -323,6 +339,11 @@ export class Call {
       tile,
       message,
     };
+  }
+
+  /** Whether this page plays any remote track that was sent in the clear (a Preferred meeting). */
+  playsUnencrypted(): boolean {
+    return this.participants().some((p) => p.tracks.some((t) => t.played && !t.encrypted));
   }
 
   async stats(): Promise<InboundStats[]> {
@@ -352,7 +373,7 @@ export class Call {
 
   async toggle(source: 'camera' | 'microphone' | 'screen'): Promise<boolean> {
     const l = this.room.localParticipant;
-    if (this.mustEncrypt() && !this.room.isE2EEEnabled) throw new Error('encryption is not active');
+    if (this.encrypted && !this.room.isE2EEEnabled) throw new Error('encryption is not active');
     let on: boolean;
     if (source === 'camera') {
       on = !l.isCameraEnabled;

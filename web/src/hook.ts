@@ -16,7 +16,7 @@ export type PageState =
   | 'failed';
 
 /** What a remote participant's tile shows. */
-export type TileState = 'media' | 'no-media' | 'cannot-decrypt' | 'unencrypted' | 'waiting';
+export type TileState = 'media' | 'no-media' | 'cannot-decrypt' | 'unencrypted' | 'needs-key' | 'waiting';
 
 export interface TrackView {
   sid: string;

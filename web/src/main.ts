@@ -42,7 +42,9 @@ function update(): void {
   }
   const connected = state === 'joined' || state === 'lobby';
   if (!call || !connected) ui.encryption('unknown');
-  else ui.encryption(call.encrypted && call.room.isE2EEEnabled ? 'on' : call.encrypted ? 'unknown' : 'off');
+  else if (!call.encrypted) ui.encryption('off');
+  else if (!call.room.isE2EEEnabled) ui.encryption('unknown');
+  else ui.encryption(call.playsUnencrypted() ? 'mixed' : 'on');
   // A guest in the lobby sees the notice only: no tiles, no controls, nothing to receive yet.
   const joined = state === 'joined';
   ui.render(joined ? call : undefined, views);

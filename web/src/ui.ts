@@ -26,11 +26,16 @@ export class Ui {
     n.classList.toggle('problem', problem);
   }
 
-  encryption(state: 'on' | 'off' | 'unknown'): void {
+  /** `mixed`: this page encrypts, but plays someone who does not (a Preferred meeting). */
+  encryption(state: 'on' | 'mixed' | 'off' | 'unknown'): void {
     const b = el('e2ee-state');
     b.className = `e2ee ${state}`;
-    b.textContent =
-      state === 'on' ? 'End-to-end encrypted' : state === 'off' ? 'NOT end-to-end encrypted' : 'Not connected';
+    b.textContent = {
+      on: 'End-to-end encrypted',
+      mixed: 'Not everyone is end-to-end encrypted',
+      off: 'NOT end-to-end encrypted',
+      unknown: 'Not connected',
+    }[state];
   }
 
   /** Asks a guest for a display name. */

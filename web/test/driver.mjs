@@ -1,10 +1,12 @@
-// Drives headless Chromium for the Rust browser test (tests/join_page.rs). One command per line
-// on stdin, one JSON answer per line on stdout: {"ok": ...} or {"error": "..."}. The test owns the
-// scenario and every assertion; this only opens pages, clicks, types, evaluates and takes
-// screenshots, and collects each page's JavaScript errors.
+// Drives headless Chromium (over CDP) and Firefox ESR (over WebDriver BiDi) for the Rust browser
+// test (tests/join_page.rs). One command per line on stdin, one JSON answer per line on stdout:
+// {"ok": ...} or {"error": "..."}. The test owns the scenario and every assertion; this only
+// opens pages, clicks, types, evaluates and takes screenshots, and collects each page's
+// JavaScript errors.
 //
 //   {"cmd":"launch","chromium":"/usr/lib/chromium/chromium","userDataDir":"/tmp/x","args":[...]}
-//   {"cmd":"open","id":"alice","url":"http://...","relayOnly":false}
+//   {"cmd":"launch","firefox":"/usr/lib/firefox-esr/firefox-esr","userDataDir":"/tmp/y"}
+//   {"cmd":"open","id":"alice","url":"http://...","relayOnly":false,"browser":"chromium"}
 //   {"cmd":"eval","id":"alice","expr":"window.conclave.snapshot()"}
 //   {"cmd":"click","id":"alice","selector":"#leave"}
 //   {"cmd":"type","id":"guest","selector":"#name-input","text":"Gina"}
@@ -17,7 +19,8 @@ import { readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import puppeteer from 'puppeteer-core';
 
-let browser;
+// By name: "chromium", "firefox".
+const browsers = new Map();
 const pages = new Map();
 
 // Chromium's switches for a closed network: no background traffic, no GPU, fake camera and
@@ -42,6 +45,27 @@ const BASE_ARGS = [
   '--disable-features=WebRtcHideLocalIpsWithMdns',
 ];
 
+// Firefox's equivalents: fake camera and microphone without a prompt, autoplay, host candidates
+// as addresses. Puppeteer's own Firefox preferences already switch off updates, telemetry and
+// other background traffic.
+//
+// Camera and microphone are allowed for every site, as for a user who allowed the page: until a
+// page captures or holds that permission, Firefox gathers ICE candidates only on the interface
+// of the default route (its protection against leaking local addresses), and the test's
+// namespace has no default route, so the page (which connects before it captures) gathered none
+// and failed with "could not establish pc connection". WebDriver BiDi's
+// permissions.setPermission refuses "camera" in Firefox 153 ("currently unsupported"), hence
+// the default-permission preferences.
+const FIREFOX_PREFS = {
+  'media.navigator.streams.fake': true,
+  'media.navigator.permission.disabled': true,
+  'permissions.default.camera': 1,
+  'permissions.default.microphone': 1,
+  'media.autoplay.default': 0,
+  'media.autoplay.blocking_policy': 0,
+  'media.peerconnection.ice.obfuscate_host_addresses': false,
+};
+
 // Injected before the page's own scripts when a page must reach the SFU only through TURN:
 // every peer connection the page makes gets iceTransportPolicy "relay". The page is unchanged.
 const RELAY_ONLY = `(() => {
@@ -65,20 +89,34 @@ function page(id) {
 }
 
 const commands = {
-  async launch({ chromium, userDataDir, args = [] }) {
-    browser = await puppeteer.launch({
-      executablePath: chromium,
-      userDataDir,
-      headless: true,
-      ignoreDefaultArgs: ['--enable-automation'],
-      args: [...BASE_ARGS, ...args],
-      protocolTimeout: 60_000,
-    });
-    return (await browser.version());
+  async launch({ chromium, firefox, userDataDir, args = [] }) {
+    const name = firefox ? 'firefox' : 'chromium';
+    const b = firefox
+      ? await puppeteer.launch({
+          browser: 'firefox',
+          executablePath: firefox,
+          userDataDir,
+          headless: true,
+          extraPrefsFirefox: FIREFOX_PREFS,
+          args,
+          protocolTimeout: 60_000,
+        })
+      : await puppeteer.launch({
+          executablePath: chromium,
+          userDataDir,
+          headless: true,
+          ignoreDefaultArgs: ['--enable-automation'],
+          args: [...BASE_ARGS, ...args],
+          protocolTimeout: 60_000,
+        });
+    browsers.set(name, b);
+    return await b.version();
   },
 
-  async open({ id, url, relayOnly = false }) {
-    const context = await browser.createBrowserContext();
+  async open({ id, url, relayOnly = false, browser = 'chromium' }) {
+    const b = browsers.get(browser);
+    if (!b) throw new Error(`${browser} is not launched`);
+    const context = await b.createBrowserContext();
     const p = await context.newPage();
     const entry = { context, page: p, problems: [], console: [] };
     pages.set(id, entry);
@@ -99,7 +137,7 @@ const commands = {
   // origin with the CSP bypassed, joining with a valid token but without E2EE, and publishing
   // camera and microphone in the clear. The join page must not play what it sends.
   async rogue({ id, url, livekitUrl, token }) {
-    const context = await browser.createBrowserContext();
+    const context = await browsers.get('chromium').createBrowserContext();
     const p = await context.newPage();
     pages.set(id, { context, page: p, problems: [], console: [] });
     await p.setBypassCSP(true);
@@ -156,11 +194,15 @@ const commands = {
   },
 
   async quit() {
-    await browser?.close();
+    await closeAll();
     setImmediate(() => process.exit(0));
     return true;
   },
 };
+
+async function closeAll() {
+  await Promise.all([...browsers.values()].map((b) => b.close()));
+}
 
 const rl = createInterface({ input: process.stdin });
 // One command at a time, in order: the test waits for each answer.
@@ -180,5 +222,5 @@ rl.on('line', (line) => {
   });
 });
 rl.on('close', () => {
-  chain.then(() => browser?.close()).finally(() => process.exit(0));
+  chain.then(closeAll).finally(() => process.exit(0));
 });
