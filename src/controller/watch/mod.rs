@@ -12,6 +12,7 @@
 //! | Nodes | slim | every Bridge, when placement inputs changed (not on heartbeats) |
 
 mod cache;
+mod compact;
 mod feed;
 mod index;
 mod invalid;
@@ -35,6 +36,7 @@ use kube::runtime::{Controller, watcher};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use compact::Compact;
 pub use index::{Credentials, Indexes};
 
 use super::events::Events;
@@ -240,7 +242,7 @@ pub(super) async fn lead(
             continue;
         }
         let ar = kind.resource();
-        let writer = Writer::new(ar.clone());
+        let writer = Writer::<Compact>::new(ar.clone());
         stores.push((kind, writer.as_reader()));
         let types = TypeMeta {
             api_version: ar.api_version.clone(),
@@ -250,7 +252,7 @@ pub(super) async fn lead(
             kind.name(),
             writer,
             ar.clone(),
-            Box::new(move |o: &mut DynamicObject| slim::child(o, &types)),
+            Box::new(move |o: &mut Compact| slim::child(o, &types)),
             relations::child(kind, indexes.hosted.clone()),
             invalid.clone(),
         );
@@ -289,7 +291,7 @@ pub(super) async fn lead(
 
     // SFU pods: one waiting for a node that cannot take it re-plans its Bridge (placement).
     let pod_ar = super::context::pod_resource();
-    let pod_writer = Writer::new(pod_ar.clone());
+    let pod_writer = Writer::<Compact>::new(pod_ar.clone());
     let pods = pod_writer.as_reader();
     let pod_types = TypeMeta {
         api_version: pod_ar.api_version.clone(),
@@ -299,7 +301,7 @@ pub(super) async fn lead(
         "Pod",
         pod_writer,
         pod_ar.clone(),
-        Box::new(move |o: &mut DynamicObject| slim::child(o, &pod_types)),
+        Box::new(move |o: &mut Compact| slim::child(o, &pod_types)),
         relations::sfu_pod(),
         invalid.clone(),
     );
