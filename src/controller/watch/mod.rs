@@ -5,10 +5,10 @@
 //! |---|---|---|
 //! | Bridges | typed, slim | the Bridge (spec or metadata changed); its Meetings (spec, metadata or readiness changed) |
 //! | Meetings | typed, slim, by Bridge | the Meeting (spec or metadata); its Bridge and overlapping siblings (spec) |
-//! | each child kind of Bridges | slim | its Bridge; a rotated generated Secret also its Meetings |
-//! | Secrets Conclave manages | Bridges' in full, Meetings' credentials as digests | the owner |
+//! | each child kind of Bridges | slim metadata, the rest as JSON text | its Bridge; a rotated generated Secret also its Meetings |
+//! | Secrets Conclave manages | Bridges' as text, Meetings' credentials as digests | the owner |
 //! | other Secrets, metadata only | resourceVersion | Bridges naming one for TLS |
-//! | SFU pods | slim | their Bridge, while one waits for a node that cannot take it |
+//! | SFU pods | slim metadata, the rest as text | their Bridge, while one waits for a node that cannot take it |
 //! | Nodes | slim | every Bridge, when placement inputs changed (not on heartbeats) |
 
 mod cache;
