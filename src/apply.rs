@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PropagationPolicy};
 use serde_json::{Map, Value};
 
 use crate::child::Child;
@@ -161,20 +161,20 @@ pub fn check_owner(key: &str, desired: &kube::api::ObjectMeta, live: &kube::api:
 /// [`predecessor`]), so a parent re-created under the same name does not wait for the garbage
 /// collector, which can lag for minutes after an API server outage. Only that very object (its
 /// uid) is deleted, in the background.
-pub async fn delete_predecessor(api: &Api<DynamicObject>, key: &str, live: &DynamicObject) -> Result<(), kube::Error> {
+pub async fn delete_predecessor(api: &Api<DynamicObject>, key: &str, live: &ObjectMeta) -> Result<(), kube::Error> {
     tracing::info!(
         child = key,
         "deleting what a deleted parent of the same name left under this name"
     );
     let dp = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Background),
-        preconditions: live.metadata.uid.clone().map(|uid| kube::api::Preconditions {
+        preconditions: live.uid.clone().map(|uid| kube::api::Preconditions {
             uid: Some(uid),
             resource_version: None,
         }),
         ..DeleteParams::default()
     };
-    match api.delete(live.metadata.name.as_deref().unwrap_or_default(), &dp).await {
+    match api.delete(live.name.as_deref().unwrap_or_default(), &dp).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
         Err(e) => Err(e),
@@ -200,7 +200,7 @@ pub async fn apply(client: &Client, child: &Child, live: Option<&DynamicObject>)
         .as_deref()
         .filter(|l| predecessor(&child.object.metadata, &l.metadata))
     {
-        delete_predecessor(&api, &child.key(), l).await?;
+        delete_predecessor(&api, &child.key(), &l.metadata).await?;
         live = None;
     }
     if let Some(l) = &live {
@@ -231,12 +231,8 @@ pub async fn apply(client: &Client, child: &Child, live: Option<&DynamicObject>)
 
 /// Deletes an orphaned child (one the operator made that is no longer desired). Foreground
 /// propagation so a removed StatefulSet takes its pods through their graceful shutdown.
-pub async fn delete(
-    client: &Client,
-    resource: &kube::api::ApiResource,
-    obj: &DynamicObject,
-) -> Result<(), kube::Error> {
-    let (Some(name), ns) = (obj.metadata.name.as_deref(), obj.metadata.namespace.as_deref()) else {
+pub async fn delete(client: &Client, resource: &kube::api::ApiResource, obj: &ObjectMeta) -> Result<(), kube::Error> {
+    let (Some(name), ns) = (obj.name.as_deref(), obj.namespace.as_deref()) else {
         return Ok(());
     };
     let api: Api<DynamicObject> = match ns {
@@ -247,7 +243,7 @@ pub async fn delete(
         propagation_policy: Some(PropagationPolicy::Foreground),
         // Only the version the caller looked at: an object replaced in between is not ours to
         // delete on that evidence.
-        preconditions: obj.metadata.uid.clone().map(|uid| kube::api::Preconditions {
+        preconditions: obj.uid.clone().map(|uid| kube::api::Preconditions {
             uid: Some(uid),
             resource_version: None,
         }),

@@ -6,10 +6,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::watch::Compact;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -161,7 +161,7 @@ async fn reconcile_bridge(bridge: Arc<Bridge>, cx: Arc<Context>) -> Result<Actio
         }
         wanted.insert((child.resource.kind.clone(), child.name().to_string()));
         let live = cx.live(child);
-        match apply::apply(&cx.client, child, live.as_deref()).await {
+        match apply::apply(&cx.client, child, live.as_ref()).await {
             Ok(true) => {
                 writes += 1;
                 changed.insert(child.name().to_string());
@@ -408,10 +408,10 @@ fn turn_condition(bridge: &Bridge, ctx: &Ctx, servers_ready: bool, generation: O
 }
 
 /// What the cached Service `name` says about its load balancer; empty when pending or absent.
-fn load_balancer(services: &Store<DynamicObject>, ns: &str, name: &str) -> placement::LoadBalancer {
+fn load_balancer(services: &Store<Compact>, ns: &str, name: &str) -> placement::LoadBalancer {
     services
         .get(&ObjectRef::new_with(name, super::Kind::Service.resource()).within(ns))
-        .map(|svc| placement::load_balancer(&svc.data))
+        .map(|svc| placement::load_balancer(&svc.data()))
         .unwrap_or_default()
 }
 
@@ -427,13 +427,13 @@ async fn ensure_generated_secret(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Re
     let current = live
         .as_ref()
         .and_then(|l| l.annotations().get(secrets::ROTATION_ANNOTATION).cloned());
-    let old = |k: &str| live.as_deref().and_then(|l| super::secret_value(l, k));
+    let old = |k: &str| live.as_ref().and_then(|l| super::secret_value(l, k));
     let keys = secrets::keys(engine);
     let missing: Vec<&str> = keys.iter().copied().filter(|k| old(k).is_none()).collect();
     // Exactly the generated keys: one added by hand is removed, one deleted by hand is
     // generated again (its old value is gone); every other value is kept as it is.
     let exact = live
-        .as_deref()
+        .as_ref()
         .is_some_and(|l| super::secret_keys(l) == keys.iter().map(|k| k.to_string()).collect());
     let rotating = live.is_some() && requested.is_some() && current != requested;
     if !rotating && missing.is_empty() && exact {
@@ -472,7 +472,7 @@ async fn ensure_generated_secret(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Re
         type_: Some("Opaque".into()),
         ..Secret::default()
     };
-    super::put_secret(&cx.client, secret, live.as_deref().map(|l| &l.metadata)).await?;
+    super::put_secret(&cx.client, secret, live.as_ref().map(|l| &l.metadata)).await?;
     if rotating {
         cx.event(
             &bridge.object_ref(&()),
@@ -516,7 +516,7 @@ async fn prune(
                 continue;
             }
             tracing::info!(kind = %kind.resource().kind, name = %obj_name, "pruning child no longer desired");
-            apply::delete(&cx.client, &kind.resource(), &obj)
+            apply::delete(&cx.client, &kind.resource(), &obj.metadata)
                 .await
                 .map_err(|e| Error::Apply(obj_name.clone(), e))?;
             // A StatefulSet leaving the pool is an SFU replica draining: its pod's preStop

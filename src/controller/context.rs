@@ -15,7 +15,7 @@ use kube::{Client, ResourceExt};
 
 use super::Error;
 use super::events::Events;
-use super::watch::{Credentials, Indexes, Synced};
+use super::watch::{Compact, Credentials, Indexes, Synced};
 use crate::api::{Bridge, Meeting};
 use crate::child::Child;
 use crate::clock::Clock;
@@ -103,10 +103,10 @@ pub fn pod_resource() -> ApiResource {
 /// What every reconcile shares: the client and the caches.
 pub struct Context {
     pub client: Client,
-    pub(super) stores: Vec<(Kind, Store<DynamicObject>)>,
+    pub(super) stores: Vec<(Kind, Store<Compact>)>,
     pub nodes: Store<Node>,
     /// The SFU pods of Bridges, to see one waiting for a node that cannot take it.
-    pub pods: Store<DynamicObject>,
+    pub pods: Store<Compact>,
     /// Whether cert-manager's Certificate kind is served (decided at start).
     pub cert_manager: bool,
     /// What "now" is for schedules and certificate renewal.
@@ -134,7 +134,7 @@ impl Context {
     }
 
     /// The cache of one child kind (empty for a kind not watched).
-    pub fn store(&self, kind: Kind) -> Store<DynamicObject> {
+    pub fn store(&self, kind: Kind) -> Store<Compact> {
         self.stores
             .iter()
             .find(|(k, _)| *k == kind)
@@ -188,7 +188,7 @@ impl Context {
             .store(Kind::Secret)
             .get(&ObjectRef::new_with(name, Kind::Secret.resource()).within(ns));
         if let Some(cached) = cached {
-            let secret = serde_json::to_value(&*cached)
+            let secret = serde_json::to_value(cached.object())
                 .and_then(serde_json::from_value)
                 .map_err(|e| Error::Build(format!("Secret/{name}: {e}")))?;
             return Ok(Some(Arc::new(secret)));
@@ -226,18 +226,20 @@ impl Context {
     /// anything else (a deleted parent of the same name whose children the garbage collector
     /// has not removed yet, or someone's own) is not this parent's: its values are never used,
     /// and writing this parent's replaces the predecessor's or reports the foreign one.
-    pub fn owned_secret(&self, ns: &str, name: &str, owner: &str) -> Option<Arc<DynamicObject>> {
+    pub fn owned_secret(&self, ns: &str, name: &str, owner: &str) -> Option<DynamicObject> {
         self.store(Kind::Secret)
             .get(&ObjectRef::new_with(name, Kind::Secret.resource()).within(ns))
             .filter(|s| apply::controller_uid(&s.metadata) == Some(owner))
+            .map(|s| s.object())
     }
 
     /// The cached live version of a desired child.
-    pub fn live(&self, child: &Child) -> Option<Arc<DynamicObject>> {
+    pub fn live(&self, child: &Child) -> Option<DynamicObject> {
         let kind = Kind::of(&child.resource)?;
         let ns = child.object.metadata.namespace.as_deref()?;
         self.store(kind)
             .get(&ObjectRef::new_with(child.name(), child.resource.clone()).within(ns))
+            .map(|c| c.object())
     }
 
     /// Whether a cached Deployment, StatefulSet or DaemonSet has all its pods ready and is
@@ -249,7 +251,8 @@ impl Context {
         else {
             return false;
         };
-        let status = obj.data.get("status");
+        let data = obj.data();
+        let status = data.get("status");
         let int = |k: &str| {
             status
                 .and_then(|s| s.get(k))
@@ -263,8 +266,7 @@ impl Context {
                 observed && desired > 0 && int("updatedNumberScheduled") == desired && int("numberReady") == desired
             }
             _ => {
-                let want = obj
-                    .data
+                let want = data
                     .get("spec")
                     .and_then(|s| s.get("replicas"))
                     .and_then(serde_json::Value::as_i64)
@@ -308,9 +310,7 @@ pub async fn put_secret(client: &Client, mut secret: Secret, live: Option<&Objec
     // and this one is made afresh.
     let live = match live {
         Some(l) if apply::predecessor(&secret.metadata, l) => {
-            let mut old = DynamicObject::new(&name, &Kind::Secret.resource()).within(&ns);
-            old.metadata = l.clone();
-            apply::delete_predecessor(&dynamic, &key, &old)
+            apply::delete_predecessor(&dynamic, &key, l)
                 .await
                 .map_err(|e| Error::Apply(key.clone(), e))?;
             None
@@ -340,7 +340,7 @@ pub async fn put_secret(client: &Client, mut secret: Secret, live: Option<&Objec
             let existing = dynamic.get_opt(&name).await.map_err(|e| Error::Read(key.clone(), e))?;
             if let Some(other) = existing {
                 if apply::predecessor(&secret.metadata, &other.metadata) {
-                    apply::delete_predecessor(&dynamic, &key, &other)
+                    apply::delete_predecessor(&dynamic, &key, &other.metadata)
                         .await
                         .map_err(|e| Error::Apply(key.clone(), e))?;
                 } else {

@@ -11,7 +11,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -108,9 +107,7 @@ async fn reconcile_meeting(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Ac
     // Secret this Meeting controls is ever deleted.
     let ours = |c: &Credentials| apply::controller_uid(&c.meta) == meeting.metadata.uid.as_deref();
     if let Some(c) = live.as_ref().filter(|c| !outcome.credentials && ours(c)) {
-        let mut obj = DynamicObject::new(&secret_name, &Kind::Secret.resource()).within(&ns);
-        obj.metadata = c.meta.clone();
-        apply::delete(&cx.client, &Kind::Secret.resource(), &obj)
+        apply::delete(&cx.client, &Kind::Secret.resource(), &c.meta)
             .await
             .map_err(|e| Error::Apply(format!("Secret/{secret_name}"), e))?;
     }
@@ -368,25 +365,22 @@ async fn passphrase(
 ) -> Result<Option<String>, Error> {
     let secret_name = e2ee_key::secret_name(name);
     // Only this very Meeting's passphrase: a deleted namesake's must never be handed out again.
-    let live = cx
-        .store(Kind::Secret)
-        .get(&ObjectRef::new_with(&secret_name, Kind::Secret.resource()).within(ns))
-        .filter(|l| apply::controller_uid(&l.metadata) == Some(owner.uid.as_str()));
+    let live = cx.owned_secret(ns, &secret_name, &owner.uid);
     if bridge.spec.engine != Engine::LiveKit || meeting.spec.key_distribution == KeyDistribution::OutOfBand {
-        if let Some(obj) = live.as_deref() {
-            apply::delete(&cx.client, &Kind::Secret.resource(), obj)
+        if let Some(obj) = live.as_ref() {
+            apply::delete(&cx.client, &Kind::Secret.resource(), &obj.metadata)
                 .await
                 .map_err(|e| Error::Apply(format!("Secret/{secret_name}"), e))?;
         }
         return Ok(None);
     }
-    let current = live.as_deref().map(|l| {
+    let current = live.as_ref().map(|l| {
         super::secret_value(l, e2ee_key::KEY)
             .and_then(|v| String::from_utf8(v).ok())
             .unwrap_or_default()
     });
     let rekeyed = live
-        .as_deref()
+        .as_ref()
         .and_then(|l| l.annotations().get(e2ee_key::REKEYED_ANNOTATION).cloned());
     let requested = meeting.annotations().get(e2ee_key::REKEY_ANNOTATION).cloned();
     match e2ee_key::plan(current.as_deref(), rekeyed.as_deref(), requested.as_deref()) {
@@ -394,7 +388,7 @@ async fn passphrase(
         e2ee_key::Plan::Generate { rekey, replaces } => {
             let k = crate::engine::livekit::token::new_passphrase();
             let secret = e2ee_key::secret(e2ee_key::meta(name, ns, owner.clone()), &k, rekey.as_deref());
-            super::put_secret(&cx.client, secret, live.as_deref().map(|l| &l.metadata)).await?;
+            super::put_secret(&cx.client, secret, live.as_ref().map(|l| &l.metadata)).await?;
             if replaces {
                 cx.event(
                     &meeting.object_ref(&()),

@@ -15,6 +15,7 @@ use kube::api::{Api, DynamicObject};
 use kube::runtime::reflector::ObjectRef;
 
 use super::context::pod_resource;
+use super::watch::Compact;
 use super::{Context, Error, Kind};
 use crate::api::bridge::BridgeSpec;
 use crate::bridge::placement;
@@ -26,7 +27,7 @@ fn replica(
     ns: &str,
     bridge: &str,
     i: i32,
-) -> Option<(std::sync::Arc<DynamicObject>, Option<std::sync::Arc<DynamicObject>>)> {
+) -> Option<(std::sync::Arc<Compact>, Option<std::sync::Arc<Compact>>)> {
     let sts_name = labels::child_name(bridge, &format!("sfu-{i}"));
     let sts = cx
         .store(Kind::StatefulSet)
@@ -43,12 +44,11 @@ pub fn current_placement(cx: &Context, spec: &BridgeSpec, ns: &str, name: &str) 
     (0..spec.sfu.max_replicas())
         .filter_map(|i| {
             let (sts, pod) = replica(cx, ns, name, i)?;
-            let json = |o: &DynamicObject| serde_json::to_value(o).unwrap_or_default();
             Some((
                 i,
                 placement::Current {
-                    node: placement::pinned_node(&json(&sts)),
-                    unschedulable_since: pod.and_then(|p| placement::unschedulable_since(&json(&p))),
+                    node: placement::pinned_node(&sts.value()),
+                    unschedulable_since: pod.and_then(|p| placement::unschedulable_since(&p.value())),
                 },
             ))
         })
@@ -57,7 +57,7 @@ pub fn current_placement(cx: &Context, spec: &BridgeSpec, ns: &str, name: &str) 
 
 /// Whether `pod` is controlled by an earlier StatefulSet of `sts`'s name (another uid), and is
 /// not already going.
-pub fn left_behind(sts: &DynamicObject, pod: &DynamicObject) -> bool {
+pub fn left_behind(sts: &Compact, pod: &Compact) -> bool {
     let (Some(uid), None) = (sts.uid(), pod.metadata.deletion_timestamp.as_ref()) else {
         return false;
     };
@@ -80,7 +80,7 @@ pub async fn delete_left_behind(cx: &Context, spec: &BridgeSpec, ns: &str, name:
             continue;
         }
         let key = format!("Pod/{}", pod.name_any());
-        apply::delete_predecessor(&api, &key, &pod)
+        apply::delete_predecessor(&api, &key, &pod.metadata)
             .await
             .map_err(|e| Error::Apply(key, e))?;
         deleted += 1;
@@ -92,11 +92,11 @@ pub async fn delete_left_behind(cx: &Context, spec: &BridgeSpec, ns: &str, name:
 mod tests {
     use super::*;
 
-    fn obj(v: serde_json::Value) -> DynamicObject {
-        serde_json::from_value(v).expect("object")
+    fn obj(v: serde_json::Value) -> Compact {
+        Compact::new(serde_json::from_value(v).expect("object"))
     }
 
-    fn pod(owner_uid: &str, deleting: bool) -> DynamicObject {
+    fn pod(owner_uid: &str, deleting: bool) -> Compact {
         let mut p = obj(serde_json::json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "b-sfu-0-0", "uid": "p",

@@ -102,24 +102,24 @@ async fn own_ca(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Result<TlsState, Er
     let live_tls = cached(&tls_name);
 
     let mut ca_pem = live_ca
-        .as_deref()
+        .as_ref()
         .and_then(|o| pem_pair(o, ca::CA_CERT_KEY, ca::CA_KEY_KEY));
     let issue_ca = ca::check_ca(ca_pem.as_ref(), now);
     if let Some(why) = issue_ca {
         let fresh = ca::new_ca(&ctx.namespace, &ctx.name, now)?;
         let data = [(ca::CA_CERT_KEY, &fresh.cert), (ca::CA_KEY_KEY, &fresh.key)];
-        write_secret(cx, ctx, &ca_name, "Opaque", &data, live_ca.as_deref()).await?;
+        write_secret(cx, ctx, &ca_name, "Opaque", &data, live_ca.as_ref()).await?;
         tracing::info!(reason = why.as_str(), "issued a new CA");
         ca_pem = Some(fresh);
     }
     let ca_pem = ca_pem.ok_or(Error::MissingField("CA certificate"))?;
     let ca_data = [(ca::CA_CERT_KEY, &ca_pem.cert), (ca::CA_KEY_KEY, &ca_pem.key)];
     // A key added by hand is removed; the certificate and key stay exactly as they are.
-    if issue_ca.is_none() && live_ca.as_deref().is_some_and(|l| !same_keys(l, &ca_data)) {
-        write_secret(cx, ctx, &ca_name, "Opaque", &ca_data, live_ca.as_deref()).await?;
+    if issue_ca.is_none() && live_ca.as_ref().is_some_and(|l| !same_keys(l, &ca_data)) {
+        write_secret(cx, ctx, &ca_name, "Opaque", &ca_data, live_ca.as_ref()).await?;
     }
 
-    let serving = live_tls.as_deref().and_then(|o| pem_pair(o, "tls.crt", "tls.key"));
+    let serving = live_tls.as_ref().and_then(|o| pem_pair(o, "tls.crt", "tls.key"));
     let names = ctx.certificate_names();
     let serving = match ca::check_serving(serving.as_ref(), &ca_pem, &names, now) {
         None => {
@@ -129,8 +129,8 @@ async fn own_ca(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Result<TlsState, Er
                 ("tls.key", &serving.key),
                 (ca::CA_CERT_KEY, &ca_pem.cert),
             ];
-            if live_tls.as_deref().is_some_and(|l| !same_keys(l, &data)) {
-                write_secret(cx, ctx, &tls_name, "kubernetes.io/tls", &data, live_tls.as_deref()).await?;
+            if live_tls.as_ref().is_some_and(|l| !same_keys(l, &data)) {
+                write_secret(cx, ctx, &tls_name, "kubernetes.io/tls", &data, live_tls.as_ref()).await?;
             }
             serving
         }
@@ -141,7 +141,7 @@ async fn own_ca(cx: &Context, bridge: &Bridge, ctx: &Ctx) -> Result<TlsState, Er
                 ("tls.key", &fresh.key),
                 (ca::CA_CERT_KEY, &ca_pem.cert),
             ];
-            write_secret(cx, ctx, &tls_name, "kubernetes.io/tls", &data, live_tls.as_deref()).await?;
+            write_secret(cx, ctx, &tls_name, "kubernetes.io/tls", &data, live_tls.as_ref()).await?;
             let until = ca::inspect(&fresh.cert)?.not_after;
             cx.event(
                 &bridge.object_ref(&()),

@@ -11,6 +11,7 @@ use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::Event;
 
+use super::Compact;
 use super::feed::{Sink, Trigger};
 use super::invalid::InvalidObjects;
 use super::lenient::Lenient;
@@ -36,9 +37,9 @@ impl<K> Incoming<K> for Lenient<K> {
     }
 }
 
-impl Incoming<DynamicObject> for DynamicObject {
-    fn into_lenient(self) -> Lenient<DynamicObject> {
-        Lenient::Valid(self)
+impl Incoming<Compact> for DynamicObject {
+    fn into_lenient(self) -> Lenient<Compact> {
+        Lenient::Valid(Compact::new(self))
     }
 }
 

@@ -5,13 +5,14 @@
 //! |---|---|---|
 //! | Bridges | typed, slim | the Bridge (spec or metadata changed); its Meetings (spec, metadata or readiness changed) |
 //! | Meetings | typed, slim, by Bridge | the Meeting (spec or metadata); its Bridge and overlapping siblings (spec) |
-//! | each child kind of Bridges | slim | its Bridge; a rotated generated Secret also its Meetings |
-//! | Secrets Conclave manages | Bridges' in full, Meetings' credentials as digests | the owner |
+//! | each child kind of Bridges | slim metadata, the rest as JSON text | its Bridge; a rotated generated Secret also its Meetings |
+//! | Secrets Conclave manages | Bridges' as text, Meetings' credentials as digests | the owner |
 //! | other Secrets, metadata only | resourceVersion | Bridges naming one for TLS |
-//! | SFU pods | slim | their Bridge, while one waits for a node that cannot take it |
+//! | SFU pods | slim metadata, the rest as text | their Bridge, while one waits for a node that cannot take it |
 //! | Nodes | slim | every Bridge, when placement inputs changed (not on heartbeats) |
 
 mod cache;
+mod compact;
 mod feed;
 mod index;
 mod invalid;
@@ -36,6 +37,7 @@ use kube::runtime::{Controller, watcher};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use compact::Compact;
 pub use index::{Credentials, Indexes};
 
 use super::events::Events;
@@ -249,7 +251,7 @@ pub(super) async fn lead(
             continue;
         }
         let ar = kind.resource();
-        let writer = Writer::new(ar.clone());
+        let writer = Writer::<Compact>::new(ar.clone());
         stores.push((kind, writer.as_reader()));
         let types = TypeMeta {
             api_version: ar.api_version.clone(),
@@ -259,7 +261,7 @@ pub(super) async fn lead(
             kind.name(),
             writer,
             ar.clone(),
-            Box::new(move |o: &mut DynamicObject| slim::child(o, &types)),
+            Box::new(move |o: &mut Compact| slim::child(o, &types)),
             relations::child(kind, indexes.hosted.clone()),
             invalid.clone(),
         );
@@ -298,7 +300,7 @@ pub(super) async fn lead(
 
     // SFU pods: one waiting for a node that cannot take it re-plans its Bridge (placement).
     let pod_ar = super::context::pod_resource();
-    let pod_writer = Writer::new(pod_ar.clone());
+    let pod_writer = Writer::<Compact>::new(pod_ar.clone());
     let pods = pod_writer.as_reader();
     let pod_types = TypeMeta {
         api_version: pod_ar.api_version.clone(),
@@ -308,7 +310,7 @@ pub(super) async fn lead(
         "Pod",
         pod_writer,
         pod_ar.clone(),
-        Box::new(move |o: &mut DynamicObject| slim::child(o, &pod_types)),
+        Box::new(move |o: &mut Compact| slim::child(o, &pod_types)),
         relations::sfu_pod(),
         invalid.clone(),
     );

@@ -9,10 +9,10 @@
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Node;
-use kube::api::DynamicObject;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
+use super::Compact;
 use super::cache::Hook;
 use super::feed::Trigger;
 use super::index::{Hosted, PhaseCounts, Span};
@@ -139,7 +139,7 @@ pub(super) fn meeting(
 /// The controller of a child, if it is a Bridge or a Meeting; without an owner reference, the
 /// parent its labels name (the TLS Secret cert-manager writes for a Bridge carries the Bridge's
 /// labels, from the Certificate's secretTemplate, and no owner).
-fn owner(obj: &DynamicObject) -> Option<Trigger> {
+fn owner(obj: &Compact) -> Option<Trigger> {
     let ns = obj.namespace()?;
     let (bridge, meeting, name) = match obj.owner_references().iter().find(|o| o.controller == Some(true)) {
         Some(o) => (o.kind == "Bridge", o.kind == "Meeting", o.name.clone()),
@@ -164,7 +164,7 @@ fn owner(obj: &DynamicObject) -> Option<Trigger> {
 /// Children: their Bridge, on any change (their status is the Bridge's readiness); a Meeting's
 /// Secret (its E2EE passphrase), its Meeting. The generated Secret changing (a rotation) also
 /// re-signs the links of the Bridge's Meetings.
-pub(super) fn child(kind: Kind, hosted: Arc<Hosted>) -> Hook<DynamicObject> {
+pub(super) fn child(kind: Kind, hosted: Arc<Hosted>) -> Hook<Compact> {
     Box::new(move |old, new, out| {
         let Some(any) = new.or(old) else { return };
         let bridge = match owner(any) {
@@ -176,7 +176,8 @@ pub(super) fn child(kind: Kind, hosted: Arc<Hosted>) -> Hook<DynamicObject> {
         let generated_secret = kind == Kind::Secret
             && any.labels().get(labels::COMPONENT).map(String::as_str) == Some(labels::Component::Secrets.as_str())
             && any.name_any() == labels::child_name(&bridge.name, generated::SUFFIX);
-        if generated_secret && old.map(|o| o.data.get("data")) != new.map(|n| n.data.get("data")) {
+        let data = |o: &Compact| o.data().get("data").cloned();
+        if generated_secret && old.map(data) != new.map(data) {
             meetings_on(
                 &hosted,
                 bridge.namespace.as_deref().unwrap_or_default(),
@@ -197,13 +198,10 @@ pub(super) fn node() -> Hook<Node> {
 
 /// SFU pods: their Bridge, while one waits for a node the scheduler says cannot take it (the
 /// Bridge re-places the replica after a grace period).
-pub(super) fn sfu_pod() -> Hook<DynamicObject> {
+pub(super) fn sfu_pod() -> Hook<Compact> {
     Box::new(|_, new, out| {
         let Some(pod) = new else { return };
-        let waiting = serde_json::to_value(pod)
-            .ok()
-            .and_then(|p| crate::bridge::placement::unschedulable_since(&p))
-            .is_some();
+        let waiting = crate::bridge::placement::unschedulable_since(&pod.value()).is_some();
         if let (true, Some(bridge), Some(ns)) = (waiting, pod.labels().get(labels::INSTANCE), pod.namespace()) {
             out.push(Trigger::Bridge(ObjectRef::new(bridge).within(&ns)));
         }

@@ -11,6 +11,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 use kube::api::DynamicObject;
 
+use super::Compact;
 use super::cache::StoreSink;
 use super::feed::{Sink, Trigger};
 use super::index::{Credentials, CredentialsCache, ForeignSecrets, Key};
@@ -139,7 +140,7 @@ impl Sink<PartialObjectMeta<Secret>> for ForeignSink {
 /// others (a Bridge's generated one, its CA and certificate, a Meeting's E2EE passphrase) go to
 /// the Secret cache in full.
 pub(super) struct OwnedSink {
-    pub bridges: StoreSink<DynamicObject>,
+    pub bridges: StoreSink<Compact>,
     pub credentials: CredentialsSink,
 }
 

@@ -3,7 +3,9 @@
 //! `kubectl.kubernetes.io/last-applied-configuration` repeats the whole object as a string.
 
 use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus};
-use kube::api::{DynamicObject, ObjectMeta, TypeMeta};
+use kube::api::{ObjectMeta, TypeMeta};
+
+use super::Compact;
 
 /// The annotation `kubectl apply` writes: a copy of the object as last applied.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -21,7 +23,7 @@ pub fn meta(m: &mut ObjectMeta) {
 
 /// A child as cached: slim metadata, and its apiVersion and kind (lists omit them), so that it
 /// compares equal to its desired form.
-pub fn child(o: &mut DynamicObject, types: &TypeMeta) {
+pub fn child(o: &mut Compact, types: &TypeMeta) {
     meta(&mut o.metadata);
     o.types = Some(types.clone());
 }
