@@ -171,8 +171,8 @@ fn desired(model: &Model) -> BTreeMap<(String, String), BTreeSet<(String, String
     out
 }
 
-/// Checks every invariant against the cluster now; `Err` lists what does not hold yet.
-pub async fn check(client: &kube::Client, model: &Model) -> Result<Checked, Vec<String>> {
+/// Every invariant: the figures, and what does not hold (`Err`: the cluster could not be read).
+pub async fn check(client: &kube::Client, model: &Model) -> Result<(Checked, Vec<String>), Vec<String>> {
     let ns = &model.namespace;
     let mut bad = Vec::new();
     let mut checked = Checked::default();
@@ -371,7 +371,7 @@ pub async fn check(client: &kube::Client, model: &Model) -> Result<Checked, Vec<
             }
         }
     }
-    if bad.is_empty() { Ok(checked) } else { Err(bad) }
+    Ok((checked, bad))
 }
 
 /// A Bridge of the model that is Ready now (the first by name), waiting for one at most
@@ -427,13 +427,120 @@ pub async fn has_links(client: &kube::Client, model: &Model, name: &str) -> bool
         })
 }
 
-/// Waits until every invariant holds; returns the time since `since`. Panics with what still
-/// does not hold after `within` from `since`.
+/// A NodePort Kubernetes itself leaked: kube-apiserver allocates a Service's NodePort before it
+/// stores the Service and releases it after deleting one, outside any transaction, so a
+/// kube-apiserver or etcd killed in between leaves the port allocated to nothing until the
+/// allocator's repair loop frees it (it flags the port, then releases it two passes later, 3
+/// minutes apart). A Bridge whose Service wants that port rightly reports `PortInUse` meanwhile.
+#[derive(Debug)]
+pub struct Leak {
+    pub bridge: String,
+    pub service: String,
+    pub port: i32,
+}
+
+/// The Bridges whose only trouble is a NodePort Kubernetes leaked: the Bridge says
+/// `ChildrenApplied=False PortInUse` for one of its Services and port, no Service in the cluster
+/// holds that port, and kube-apiserver's repair loop has flagged it as leaked.
+async fn leaks(client: &kube::Client, model: &Model) -> Vec<Leak> {
+    let Ok(bridges) = Api::<Bridge>::namespaced(client.clone(), &model.namespace)
+        .list(&ListParams::default())
+        .await
+    else {
+        return Vec::new();
+    };
+    let Ok(services) = Api::<Service>::all(client.clone()).list(&ListParams::default()).await else {
+        return Vec::new();
+    };
+    let held: BTreeSet<i32> = services
+        .items
+        .iter()
+        .filter_map(|s| s.spec.as_ref())
+        .flat_map(|s| s.ports.iter().flatten().filter_map(|p| p.node_port))
+        .collect();
+    let log = std::fs::read_to_string(cluster().state_dir().join("logs/kube-apiserver.log")).unwrap_or_default();
+    let mut out = Vec::new();
+    for b in bridges.items {
+        let Some(c) = b.status.as_ref().and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "ChildrenApplied" && c.status == "False" && c.reason == "PortInUse")
+        }) else {
+            continue;
+        };
+        if let Some((service, port)) = refused_port(&c.message)
+            && !held.contains(&port)
+            && log.contains(&format!("the node port {port} may have leaked"))
+        {
+            out.push(Leak {
+                bridge: b.metadata.name.clone().unwrap_or_default(),
+                service,
+                port,
+            });
+        }
+    }
+    out
+}
+
+/// The Service and NodePort of a `PortInUse` message: "refused: Service/<name>: ... nodePort:
+/// Invalid value: <port>: provided port is already allocated".
+fn refused_port(message: &str) -> Option<(String, i32)> {
+    let service = message.split("Service/").nth(1)?.split(':').next()?;
+    let port = message
+        .split("Invalid value: ")
+        .nth(1)?
+        .split(':')
+        .next()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((service.to_string(), port))
+}
+
+/// Whether a failed invariant is one that a leaked NodePort explains: the Bridge not Ready, its
+/// Service of that port missing, its Meetings not Ready because of it.
+fn explained(line: &str, leaks: &[Leak]) -> bool {
+    leaks.iter().any(|l| {
+        line.starts_with(&format!("Bridge {} not Ready", l.bridge))
+            || line
+                == format!(
+                    "Bridge {}: missing [(\"Service\", \"{}\")], not desired []",
+                    l.bridge, l.service
+                )
+            || (line.contains(&format!(" of Bridge {} not Ready", l.bridge)) && line.contains("BridgeNotReady"))
+    })
+}
+
+/// Checks every invariant, accepting what a NodePort that Kubernetes leaked explains (and only
+/// that, with the Bridge reporting it): such a port stays allocated for minutes whatever any
+/// operator does. The leaks accepted come back with the figures.
+pub async fn check_allowing_leaks(client: &kube::Client, model: &Model) -> Result<(Checked, Vec<Leak>), Vec<String>> {
+    let (checked, bad) = check(client, model).await?;
+    if bad.is_empty() {
+        return Ok((checked, Vec::new()));
+    }
+    let leaks = leaks(client, model).await;
+    if leaks.is_empty() || !bad.iter().all(|line| explained(line, &leaks)) {
+        return Err(bad);
+    }
+    Ok((checked, leaks))
+}
+
+/// Waits until every invariant holds (see [`check_allowing_leaks`]); returns the time since
+/// `since`. Panics with what still does not hold after `within` from `since`.
 pub async fn converge(client: &kube::Client, model: &Model, since: Instant, within: Duration) -> Duration {
     let deadline = since + within;
     loop {
-        match check(client, model).await {
-            Ok(_) => return since.elapsed(),
+        match check_allowing_leaks(client, model).await {
+            Ok((_, leaks)) => {
+                for l in &leaks {
+                    eprintln!(
+                        "chaos: Bridge {} reports PortInUse for Service {} on NodePort {}, which Kubernetes leaked (no Service holds it; kube-apiserver flagged it); accepted",
+                        l.bridge, l.service, l.port
+                    );
+                }
+                return since.elapsed();
+            }
             Err(bad) if Instant::now() >= deadline => {
                 panic!(
                     "not converged {within:?} after the last fault:\n{}\n\npods:\n{}\n\nStatefulSets:\n{}\n\nNodePorts held:\n{}\n\nkube-apiserver's NodePort allocator said:\n{}\n\nkube-controller-manager's garbage collector said:\n{}",
@@ -556,4 +663,38 @@ async fn statefulsets(client: &kube::Client, ns: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines and the message of a full-size run in which kube-apiserver leaked NodePort 30015.
+    #[test]
+    fn only_what_a_leaked_port_explains_is_accepted() {
+        let message = "refused: Service/b0-sfu-0: Service \"b0-sfu-0\" is invalid: spec.ports[0].nodePort: Invalid value: 30015: provided port is already allocated";
+        assert_eq!(refused_port(message), Some(("b0-sfu-0".to_string(), 30015)));
+        let leaks = [Leak {
+            bridge: "b0".into(),
+            service: "b0-sfu-0".into(),
+            port: 30015,
+        }];
+        for line in [
+            "Bridge b0 not Ready at its generation Some(1) (observed Some(1)): [...]",
+            "Bridge b0: missing [(\"Service\", \"b0-sfu-0\")], not desired []",
+            "Meeting m1 of Bridge b0 not Ready at its generation Some(1) (observed Some(1), phase Some(Open)): [(\"Ready\", \"BridgeNotReady\", ..)]",
+        ] {
+            assert!(explained(line, &leaks), "{line}");
+        }
+        for line in [
+            "Bridge b1 not Ready at its generation Some(1) (observed Some(1)): [...]",
+            "Bridge b0: missing [(\"Service\", \"b0-web\")], not desired []",
+            "Bridge b0: missing [], not desired [(\"Service\", \"b0-old\")]",
+            "Meeting m1 of Bridge b0 not Ready at its generation Some(2) (observed Some(1), phase Some(Open)): [(\"Ready\", \"InvalidSpec\", ..)]",
+            "Meeting m1: the token of alice does not verify: bad signature",
+            "ConfigMap/b0-rooms is orphaned: its owner Bridge b0 (uid u) does not exist",
+        ] {
+            assert!(!explained(line, &leaks), "{line}");
+        }
+    }
 }

@@ -288,6 +288,11 @@ impl Model {
             0 => {
                 m.participants.push(format!("p{}", m.next_participant));
                 m.next_participant += 1;
+                // Admission refuses a limit below the participants named: the limit follows.
+                let named = m.participants.len() as i32;
+                if let Some(max) = m.max_participants.as_mut() {
+                    *max = (*max).max(named);
+                }
                 "add a participant"
             }
             1 if m.participants.len() > 1 => {
@@ -302,7 +307,7 @@ impl Model {
             _ => {
                 m.max_participants = match m.max_participants {
                     Some(_) => None,
-                    None => Some(rng.random_range(5..=12)),
+                    None => Some(rng.random_range(5..=12).max(m.participants.len() as i32)),
                 };
                 "maxParticipants"
             }
