@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::object::HasStatus;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -81,13 +82,26 @@ impl Written {
         }
     }
 
-    fn record<S: Serialize>(&self, uid: &str, base: Option<String>, status: &S) {
+    /// Records a write computed from version `base`, unless the cache already shows another
+    /// version (the watch was faster than the response). `cached` reads the cache's version
+    /// under the lock that [`Written::observed`] takes after the cache is updated, so a record
+    /// is either never made or removed by the watch: none lingers.
+    fn record<S: Serialize>(
+        &self,
+        uid: &str,
+        base: Option<String>,
+        status: &S,
+        cached: impl FnOnce() -> Option<String>,
+    ) {
         let Ok(status) = serde_json::to_value(status) else {
             return;
         };
         let mut records = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        // Records normally go when the watch delivers the write; these are of objects deleted
-        // before it did.
+        if cached() != base {
+            records.remove(uid);
+            return;
+        }
+        // Records go when the watch delivers the write; these are of objects deleted first.
         if records.len() >= 1024 {
             records.retain(|_, r| r.at.elapsed() < Self::KEEP);
         }
@@ -103,6 +117,23 @@ impl Written {
 
     fn forget(&self, uid: &str) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
+    }
+}
+
+/// Bridges and Meetings: the resourceVersion their cache shows now.
+pub trait Cached: Resource<DynamicType = ()> + Sized {
+    fn cached_version(cx: &Context, obj: &Self) -> Option<String>;
+}
+
+impl Cached for crate::api::Bridge {
+    fn cached_version(cx: &Context, obj: &Self) -> Option<String> {
+        cx.bridges.get(&ObjectRef::from_obj(obj))?.resource_version()
+    }
+}
+
+impl Cached for crate::api::Meeting {
+    fn cached_version(cx: &Context, obj: &Self) -> Option<String> {
+        cx.meetings.get(&ObjectRef::from_obj(obj))?.resource_version()
     }
 }
 
@@ -143,6 +174,7 @@ pub async fn patch<K>(cx: &Context, obj: &K, mut status: K::Status) -> Result<Op
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + HasStatus
+        + Cached
         + Clone
         + Debug
         + DeserializeOwned,
@@ -173,7 +205,7 @@ where
     };
     match api.patch_status(&name, &params, &Patch::Json::<()>(ops)).await {
         Ok(_) => {
-            cx.written.record(&uid, base, &status);
+            cx.written.record(&uid, base, &status, || K::cached_version(cx, obj));
             Ok(Some(old))
         }
         // 404: gone. 422: the test failed, or the status is invalid; only a name that holds
@@ -210,7 +242,7 @@ mod tests {
             observed_generation: Some(2),
             ..MeetingStatus::default()
         };
-        written.record("uid-1", Some("10".into()), &status);
+        written.record("uid-1", Some("10".into()), &status, || Some("10".into()));
         // The cache still shows version 10, from before the write: what was written counts.
         assert_eq!(
             written.current::<MeetingStatus>("uid-1", Some("10")),
@@ -226,10 +258,14 @@ mod tests {
         assert_eq!(written.current::<MeetingStatus>("uid-1", Some("10")), None);
         // The watch delivering the write removes the record too; a delivery of the version it
         // was computed from does not.
-        written.record("uid-1", Some("11".into()), &status);
+        written.record("uid-1", Some("11".into()), &status, || Some("11".into()));
         written.observed(Some("uid-1"), Some("11"));
         assert!(written.current::<MeetingStatus>("uid-1", Some("11")).is_some());
         written.observed(Some("uid-1"), Some("12"));
         assert_eq!(written.current::<MeetingStatus>("uid-1", Some("11")), None);
+        // A write whose version the cache already shows (the watch beat the response) leaves
+        // no record behind.
+        written.record("uid-1", Some("12".into()), &status, || Some("13".into()));
+        assert!(written.0.lock().expect("lock").is_empty(), "no record lingers");
     }
 }
