@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::operator::Operator;
-use common::{cluster, label_bridge, wait_ready};
+use common::{cluster, label_bridge, object, secret_strings as data, wait_ready};
 use conclave::api::{Bridge, Meeting};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -71,19 +71,6 @@ struct World {
     tls: BTreeMap<String, String>,
     links: BTreeMap<String, String>,
     expired_link: String,
-}
-
-fn data(s: &Secret) -> BTreeMap<String, String> {
-    s.data
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, String::from_utf8(v.0).expect("utf-8")))
-        .collect()
-}
-
-fn object<T: serde::de::DeserializeOwned>(v: Value) -> T {
-    serde_json::from_value(v).expect("valid object")
 }
 
 async fn links_of(secrets: &Api<Secret>, name: &str, n: usize) -> BTreeMap<String, String> {

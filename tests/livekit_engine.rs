@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::operator::Operator;
-use common::{cluster, create_tls_secret, label_bridge, wait_ready};
+use common::{cluster, create_tls_secret, label_bridge, secret_strings as data, wait_ready};
 use conclave::api::E2eePolicy;
 use conclave::api::meeting::KeyDistribution;
 use conclave::api::{Bridge, Meeting};
@@ -22,15 +22,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use testenv::wait_for;
-
-fn data(s: &Secret) -> BTreeMap<String, String> {
-    s.data
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, String::from_utf8(v.0).expect("utf-8")))
-        .collect()
-}
 
 /// Claims of a token signed with `secret`, not checked against the real clock (the tokens'
 /// window follows the operator's clock, which the test moves).

@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::operator::{Operator, http_get};
-use common::{cluster, create_tls_secret, label_bridge, wait_ready};
+use common::{cluster, create_tls_secret, label_bridge, secret_strings as links, wait_ready};
 use conclave::api::{Bridge, Meeting};
 use conclave::engine::jitsi::token;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -59,15 +58,6 @@ async fn wait_phase(meetings: &Api<Meeting>, name: &str, want: &str) -> Meeting 
         }
     })
     .await
-}
-
-fn links(s: &Secret) -> BTreeMap<String, String> {
-    s.data
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, String::from_utf8(v.0).expect("utf-8")))
-        .collect()
 }
 
 async fn app_secret(secrets: &Api<Secret>) -> Vec<u8> {

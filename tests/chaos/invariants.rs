@@ -382,10 +382,12 @@ pub async fn ready_bridge(client: &kube::Client, model: &Model, within: Duration
     let deadline = Instant::now() + within;
     loop {
         for name in model.bridges.keys() {
-            let ready = bridges.get_opt(name).await.ok().flatten().is_some_and(|b| {
-                b.status
-                    .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            });
+            let ready = bridges
+                .get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|b| crate::common::condition(&b, "Ready").is_some_and(|(status, _)| status == "True"));
             if ready {
                 return name.clone();
             }

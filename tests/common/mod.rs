@@ -225,3 +225,18 @@ pub fn condition_message(b: &conclave::api::Bridge, type_: &str) -> Option<(Stri
         .find(|c| c.type_ == type_)
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
+
+/// A Secret's values as strings (every value Conclave writes is UTF-8).
+pub fn secret_strings(s: &k8s_openapi::api::core::v1::Secret) -> std::collections::BTreeMap<String, String> {
+    s.data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v.0).expect("utf-8")))
+        .collect()
+}
+
+/// A typed object from test JSON.
+pub fn object<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v).expect("valid object")
+}

@@ -17,7 +17,7 @@ use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 
 use super::common::operator::Operator;
-use super::common::{cluster, label_bridge, wait_meeting, wait_ready};
+use super::common::{cluster, label_bridge, object, secret_strings as data, wait_meeting, wait_ready};
 
 pub const BRIDGE: &str = "meet";
 /// The Bridge's domain: links start with `https://<DOMAIN>/`.
@@ -46,19 +46,6 @@ pub struct Cluster {
     secrets: Api<Secret>,
     configmaps: Api<ConfigMap>,
     pub keys: Keys,
-}
-
-fn object<T: serde::de::DeserializeOwned>(v: Value) -> T {
-    serde_json::from_value(v).expect("valid object")
-}
-
-fn data(s: &Secret) -> BTreeMap<String, String> {
-    s.data
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, String::from_utf8(v.0).expect("utf-8")))
-        .collect()
 }
 
 impl Cluster {

@@ -37,29 +37,31 @@ pub fn livekit_server() -> Result<PathBuf, String> {
     Ok(livekit_set()?.join("livekit-server"))
 }
 
-/// Chromium: `$CONCLAVE_CHROMIUM`, else Debian's binary (not its wrapper script, whose flags
-/// the driver sets itself).
-pub fn chromium() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("CONCLAVE_CHROMIUM") {
+/// A browser: `$<env>`, else Debian's binary at `debian` (not its wrapper script, whose flags
+/// the driver sets itself), else the first of `names` on the PATH.
+fn browser(env: &str, debian: &str, names: &[&str]) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
         return Some(PathBuf::from(p));
     }
-    let debian = PathBuf::from("/usr/lib/chromium/chromium");
+    let debian = PathBuf::from(debian);
     if debian.is_file() {
         return Some(debian);
     }
-    on_path("chromium").or_else(|| on_path("chromium-browser"))
+    names.iter().find_map(|n| on_path(n))
 }
 
-/// Firefox ESR: `$CONCLAVE_FIREFOX`, else Debian's binary (not its wrapper script).
+/// Chromium: `$CONCLAVE_CHROMIUM`, Debian's, or on the PATH.
+pub fn chromium() -> Option<PathBuf> {
+    browser(
+        "CONCLAVE_CHROMIUM",
+        "/usr/lib/chromium/chromium",
+        &["chromium", "chromium-browser"],
+    )
+}
+
+/// Firefox ESR: `$CONCLAVE_FIREFOX`, Debian's, or on the PATH.
 pub fn firefox() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("CONCLAVE_FIREFOX") {
-        return Some(PathBuf::from(p));
-    }
-    let debian = PathBuf::from("/usr/lib/firefox-esr/firefox-esr");
-    if debian.is_file() {
-        return Some(debian);
-    }
-    on_path("firefox-esr")
+    browser("CONCLAVE_FIREFOX", "/usr/lib/firefox-esr/firefox-esr", &["firefox-esr"])
 }
 
 pub fn node() -> Option<PathBuf> {
