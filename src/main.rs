@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use conclave::clock::Clock;
-use conclave::controller::Options;
 use conclave::controller::leader::LeaseConfig;
+use conclave::controller::{InitialList, Options};
 use conclave::http::Health;
 use conclave::metrics::Metrics;
 
@@ -182,6 +182,15 @@ struct RunArgs {
     /// unhealthy, so that a liveness probe restarts it (default 60s).
     #[arg(long, env = "CONCLAVE_WATCH_FAILURE_BOUND", value_parser = parse_bound)]
     watch_failure_bound: Option<std::time::Duration>,
+    /// How the watches get what exists when they start: `streaming` (the API server sends the
+    /// objects one by one as watch events; Kubernetes 1.34 and later), `paged` (lists of 500),
+    /// or `auto`: streaming where the API server is 1.34 or later.
+    #[arg(long, env = "CONCLAVE_INITIAL_LIST", default_value = "auto", value_parser = initial_list)]
+    initial_list: InitialList,
+}
+
+fn initial_list(text: &str) -> Result<InitialList, String> {
+    InitialList::parse(text).ok_or_else(|| format!("{text:?}: one of {}", InitialList::NAMES.join(", ")))
 }
 
 fn parse_bound(text: &str) -> Result<std::time::Duration, String> {
@@ -286,6 +295,7 @@ fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         lease,
         cluster: args.cluster.cluster(),
         clock: args.clock_file.map_or(Clock::System, Clock::File),
+        initial_list: args.initial_list,
     };
 
     init_logging(args.log_format);

@@ -18,6 +18,7 @@ use kube::runtime::controller::Action;
 use tokio::sync::watch as signal;
 
 pub use context::{Context, Kind, put_secret, secret_keys, secret_value};
+pub use watch::InitialList;
 
 use crate::clock::Clock;
 use crate::conditions::Reason;
@@ -124,6 +125,8 @@ pub struct Options {
     /// The cluster the Bridges run in (DNS domain, IPv6).
     pub cluster: crate::bridge::context::Cluster,
     pub clock: Clock,
+    /// How the watches get the objects that exist when they start.
+    pub initial_list: watch::InitialList,
 }
 
 /// Why the operator stopped other than by a shutdown request.

@@ -15,6 +15,7 @@ mod cache;
 mod compact;
 mod feed;
 mod index;
+mod initial_list;
 mod invalid;
 mod lenient;
 mod relations;
@@ -39,6 +40,7 @@ use tokio::task::JoinHandle;
 
 pub use compact::Compact;
 pub use index::{Credentials, Indexes};
+pub use initial_list::InitialList;
 
 use super::events::Events;
 use super::{Context, Kind, Options, bridge, meeting, requested};
@@ -61,23 +63,31 @@ use lenient::Lenient;
 const BRIDGE_CONCURRENCY: u16 = 16;
 const MEETING_CONCURRENCY: u16 = 64;
 
-/// The namespace the operator watches, or all of them.
-struct Scope(Option<String>);
+/// The namespace the operator watches (or all of them), and how each watch lists.
+struct Scope {
+    namespace: Option<String>,
+    streaming: bool,
+}
 
 impl Scope {
+    /// A watch's configuration: the initial list the operator chose.
+    fn config(&self) -> watcher::Config {
+        initial_list::config(self.streaming)
+    }
+
     fn api<K>(&self, client: &Client) -> Api<K>
     where
         K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
         <K as kube::Resource>::DynamicType: Default,
     {
-        match &self.0 {
+        match &self.namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
         }
     }
 
     fn dynamic(&self, client: &Client, ar: &ApiResource) -> Api<DynamicObject> {
-        match &self.0 {
+        match &self.namespace {
             Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
             None => Api::all_with(client.clone(), ar),
         }
@@ -85,8 +95,8 @@ impl Scope {
 }
 
 /// Label selector of the children one kind of parent owns.
-fn owned_by(owner_kind: &str) -> watcher::Config {
-    watcher::Config::default().labels(&format!(
+fn owned_by(scope: &Scope, owner_kind: &str) -> watcher::Config {
+    scope.config().labels(&format!(
         "{}={},{}={owner_kind}",
         labels::MANAGED_BY_KEY,
         labels::MANAGED_BY,
@@ -178,7 +188,10 @@ pub(super) async fn lead(
     health: Arc<Health>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let scope = Scope(options.watch_namespace.clone());
+    let scope = Scope {
+        namespace: options.watch_namespace.clone(),
+        streaming: options.initial_list.streaming(&client).await,
+    };
     let events = Events::new(client.clone(), std::env::var("POD_NAME").ok());
     let invalid = Arc::new(InvalidObjects::new(metrics.clone(), events.clone()));
     let indexes = Indexes::default();
@@ -210,7 +223,7 @@ pub(super) async fn lead(
         relations::bridge(metrics.clone(), indexes.hosted.clone(), written.clone()),
         invalid.clone(),
     );
-    let bridges = watcher(scope.api::<Lenient<Bridge>>(&client), watcher::Config::default());
+    let bridges = watcher(scope.api::<Lenient<Bridge>>(&client), scope.config());
     feeds.spawn("bridges", bridges, sink);
 
     let phases = Arc::new(Mutex::new(index::PhaseCounts::default()));
@@ -241,7 +254,7 @@ pub(super) async fn lead(
                 .is_some()
         });
     }));
-    let meetings = watcher(scope.api::<Lenient<Meeting>>(&client), watcher::Config::default());
+    let meetings = watcher(scope.api::<Lenient<Meeting>>(&client), scope.config());
     feeds.spawn("meetings", meetings, sink);
 
     let mut stores = Vec::new();
@@ -270,7 +283,7 @@ pub(super) async fn lead(
             bridge_secrets = Some(sink);
             continue;
         }
-        let children = watcher(scope.dynamic(&client, &ar), owned_by(bridge::OWNER_KIND));
+        let children = watcher(scope.dynamic(&client, &ar), owned_by(&scope, bridge::OWNER_KIND));
         feeds.spawn(kind.name(), children, sink);
     }
     if let Some(bridge_secrets) = bridge_secrets {
@@ -281,12 +294,16 @@ pub(super) async fn lead(
                 seen: HashSet::new(),
             },
         };
-        let managed = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY_KEY, labels::MANAGED_BY));
+        let managed = scope
+            .config()
+            .labels(&format!("{}={}", labels::MANAGED_BY_KEY, labels::MANAGED_BY));
         feeds.spawn("secrets", watcher(scope.api::<Secret>(&client), managed), sink);
     }
     // Secrets Conclave does not manage: a TLS Secret a Bridge names may appear, change or
     // vanish after the Bridge. Metadata only.
-    let foreign = watcher::Config::default().labels(&format!("{}!={}", labels::MANAGED_BY_KEY, labels::MANAGED_BY));
+    let foreign = scope
+        .config()
+        .labels(&format!("{}!={}", labels::MANAGED_BY_KEY, labels::MANAGED_BY));
     let sink = secrets::ForeignSink {
         versions: indexes.foreign_secrets.clone(),
         bridges: bridge_store.clone(),
@@ -314,7 +331,7 @@ pub(super) async fn lead(
         relations::sfu_pod(),
         invalid.clone(),
     );
-    let sfu_pods = watcher::Config::default().labels(&format!(
+    let sfu_pods = scope.config().labels(&format!(
         "{}={},{}={},{}={}",
         labels::MANAGED_BY_KEY,
         labels::MANAGED_BY,
@@ -336,11 +353,7 @@ pub(super) async fn lead(
         relations::node(),
         invalid,
     );
-    feeds.spawn(
-        "nodes",
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
-        sink,
-    );
+    feeds.spawn("nodes", watcher(Api::<Node>::all(client.clone()), scope.config()), sink);
 
     let cx = Arc::new(Context {
         client,
