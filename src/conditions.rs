@@ -2,7 +2,11 @@
 //! constants here, so a reason is written the same everywhere and a dashboard or alert can rely
 //! on the set.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use std::borrow::Cow;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde::de::{Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
 
 /// Declares a `Copy` enum whose variants map to the exact strings the API shows.
 macro_rules! named {
@@ -132,12 +136,77 @@ impl Reason {
     }
 }
 
+/// A status condition: the fields and JSON of Kubernetes' `meta/v1` `Condition` (and its schema
+/// in the CRDs), with its type, status and reason held without an allocation of their own when
+/// they are strings Conclave writes. The Meetings' cache holds three or four conditions per
+/// Meeting, and these three strings were about a third of a cached Meeting's allocations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    pub last_transition_time: Time,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, deserialize_with = "known")]
+    pub reason: Cow<'static, str>,
+    #[serde(deserialize_with = "known")]
+    pub status: Cow<'static, str>,
+    #[serde(rename = "type", deserialize_with = "known")]
+    pub type_: Cow<'static, str>,
+}
+
+impl schemars::JsonSchema for Condition {
+    fn schema_name() -> Cow<'static, str> {
+        <Standard as schemars::JsonSchema>::schema_name()
+    }
+
+    fn schema_id() -> Cow<'static, str> {
+        <Standard as schemars::JsonSchema>::schema_id()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        <Standard as schemars::JsonSchema>::json_schema(generator)
+    }
+
+    fn inline_schema() -> bool {
+        <Standard as schemars::JsonSchema>::inline_schema()
+    }
+}
+
+type Standard = k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+/// The condition statuses, types and reasons Conclave writes.
+fn interned(text: &str) -> Option<&'static str> {
+    ["True", "False", "Unknown"]
+        .into_iter()
+        .chain(Type::ALL.iter().map(|t| t.as_str()))
+        .chain(Reason::ALL.iter().map(|r| r.as_str()))
+        .find(|k| *k == text)
+}
+
+fn known<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Cow<'static, str>, D::Error> {
+    struct Text;
+    impl Visitor<'_> for Text {
+        type Value = Cow<'static, str>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(interned(v).map_or_else(|| Cow::Owned(v.to_owned()), Cow::Borrowed))
+        }
+    }
+    deserializer.deserialize_str(Text)
+}
+
 /// A condition of the standard shape, stamped now; see [`keep_transition_times`].
 pub fn condition(type_: Type, ok: bool, reason: Reason, message: &str, generation: Option<i64>) -> Condition {
     Condition {
-        type_: type_.as_str().into(),
-        status: if ok { "True" } else { "False" }.into(),
-        reason: reason.as_str().into(),
+        type_: Cow::Borrowed(type_.as_str()),
+        status: Cow::Borrowed(if ok { "True" } else { "False" }),
+        reason: Cow::Borrowed(reason.as_str()),
         message: message.into(),
         observed_generation: generation,
         last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
@@ -176,5 +245,34 @@ mod tests {
         let mut flipped = vec![condition(Type::Ready, false, Reason::NotReady, "c", Some(2))];
         keep_transition_times(&mut flipped, std::slice::from_ref(&old));
         assert_ne!(flipped[0].last_transition_time, old.last_transition_time);
+    }
+
+    #[test]
+    fn conditions_read_as_the_standard_shape_and_hold_known_strings_without_allocating() {
+        let json = serde_json::json!({
+            "type": "Ready", "status": "True", "reason": "LinksIssued", "message": "5 links",
+            "lastTransitionTime": "2030-01-01T00:00:00Z", "observedGeneration": 3
+        });
+        let c: Condition = serde_json::from_value(json.clone()).expect("a condition");
+        assert!(matches!(
+            (&c.type_, &c.status, &c.reason),
+            (
+                Cow::Borrowed("Ready"),
+                Cow::Borrowed("True"),
+                Cow::Borrowed("LinksIssued")
+            )
+        ));
+        assert_eq!(serde_json::to_value(&c).expect("json"), json, "written back as it came");
+        let standard: Standard = serde_json::from_value(json).expect("the standard shape");
+        assert_eq!(
+            serde_json::to_value(&standard).expect("json"),
+            serde_json::to_value(&c).expect("json")
+        );
+        let other: Condition = serde_json::from_value(serde_json::json!({
+            "type": "Healthy", "status": "True", "reason": "SomeoneElse", "message": "",
+            "lastTransitionTime": "2030-01-01T00:00:00Z"
+        }))
+        .expect("a condition of another writer");
+        assert!(matches!(other.type_, Cow::Owned(ref t) if t == "Healthy"));
     }
 }

@@ -157,10 +157,7 @@ async fn meeting_lifecycle() {
         .iter()
         .find(|c| c.type_ == "CapacityReserved")
         .expect("capacity condition");
-    assert_eq!(
-        (capacity.status.as_str(), capacity.reason.as_str()),
-        ("True", "Planned")
-    );
+    assert_eq!((&*capacity.status, &*capacity.reason), ("True", "Planned"));
     // Required E2EE: 25 places reach Jitsi's E2EE room limit; carol alone stays below it.
     let e2ee = |m: &Meeting| {
         m.status
@@ -453,10 +450,7 @@ async fn links_follow_participants_and_come_back_identical() {
     assert_eq!(status.phase, Some(conclave::api::meeting::Phase::Open));
     assert_eq!(status.credentials_secret.as_deref(), Some("lounge-credentials"));
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready");
-    assert_eq!(
-        (ready.status.as_str(), ready.reason.as_str()),
-        ("False", "BridgeNotReady")
-    );
+    assert_eq!((&*ready.status, &*ready.reason), ("False", "BridgeNotReady"));
     create_tls_secret(&client, &ns, "byo-tls", "meet.example.com").await;
     wait_ready(&bridges, "meet").await;
 }

@@ -1,7 +1,7 @@
 //! The `Meeting` API: a room on a Bridge with its people, its time and its policy.
 
+use crate::conditions::Condition;
 use chrono::{DateTime, Utc};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

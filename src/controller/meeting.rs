@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::conditions::Condition;
 use chrono::{DateTime, Utc};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -186,7 +186,7 @@ async fn decide(
 
     let (phase, next) = schedule::phase_at(spec, now);
     let url = meeting::room_url(&bridge.spec.domain, &room);
-    let capacity = capacity::condition(&bridge, spec, &bookings, now);
+    let capacity = capacity::condition(&bridge, &me, &bookings, now);
     if phase == Phase::Ended {
         return Ok(Outcome {
             phase,

@@ -7,7 +7,7 @@ use std::fmt::Debug;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use crate::conditions::Condition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::object::HasStatus;
 use kube::runtime::reflector::ObjectRef;

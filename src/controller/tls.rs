@@ -1,10 +1,10 @@
 //! Where a Bridge's serving certificate comes from, whether it is usable, and when to look
 //! again: cert-manager, a Secret the user brings, or Conclave's own CA (issued and renewed here).
 
+use crate::conditions::Condition;
 use chrono::{DateTime, Utc};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Resource;
 use kube::api::DynamicObject;
 use kube::runtime::events::EventType;

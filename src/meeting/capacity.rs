@@ -86,12 +86,18 @@ pub fn plan<'a>(sfu: &Sfu, meetings: impl IntoIterator<Item = &'a MeetingSpec>, 
 
 /// The Meeting's `CapacityReserved` condition: whether the Bridge's pool can hold this Meeting
 /// at `maxReplicas`, alone and together with the Meetings that overlap it.
+///
+/// First come, first served: a Meeting counts only the Meetings booked before it (by creation,
+/// then name), so a later booking that overbooks the pool is the one told, and the Meetings
+/// already reserved keep their reservation (and their status: at 100 Meetings per Bridge, a
+/// burst of running Meetings otherwise rewrote ten siblings' statuses each).
 pub fn condition(
     bridge: &Bridge,
-    spec: &MeetingSpec,
+    me: &validate::Booking<'_>,
     bookings: &[validate::Booking<'_>],
     now: DateTime<Utc>,
 ) -> (bool, Reason, String) {
+    let spec = me.spec;
     let sfu = &bridge.spec.sfu;
     let max = sfu.max_replicas().saturating_mul(sfu.participants_per_replica);
     let demand = demand(spec);
@@ -114,6 +120,7 @@ pub fn condition(
         sfu,
         bookings
             .iter()
+            .filter(|b| booked_order(b) <= booked_order(me))
             .map(|b| b.spec)
             .filter(|m| validate::against_bridge(m, &spec.bridge, &bridge.spec).is_ok()),
         at,
@@ -127,12 +134,15 @@ pub fn condition(
         } else {
             "now".to_string()
         };
+        // Nor the number reserved: it moves with every Meeting booked on the Bridge, and each
+        // move rewrote the status of every overbooked sibling (the Bridge's status shows it).
         return (
             false,
             Reason::Overbooked,
             format!(
-                "Meetings on Bridge {} reserve {} participants {when}; the pool holds at most {max}",
-                spec.bridge, plan.reserved
+                "Meetings on Bridge {} reserve more participants {when} than its pool holds (at most {max}; \
+                 see the Bridge's status.reservedParticipants)",
+                spec.bridge
             ),
         );
     }
@@ -150,6 +160,11 @@ pub fn condition(
             format!("{demand} participants will be reserved from {}", fmt(at)),
         )
     }
+}
+
+/// The order Meetings were booked in; one not yet created comes last.
+fn booked_order<'a>(b: &validate::Booking<'a>) -> (DateTime<Utc>, &'a str) {
+    (b.created.unwrap_or(DateTime::<Utc>::MAX_UTC), b.name)
 }
 
 fn fmt(t: DateTime<Utc>) -> String {
@@ -215,24 +230,40 @@ mod tests {
         assert_eq!(plan(&pool, [], t("2030-01-01T10:30:00Z")).replicas, 2);
     }
 
-    #[test]
-    fn an_overbooked_running_meeting_says_the_same_at_every_reconcile() {
-        let bridge: Bridge = serde_json::from_value(serde_json::json!({
+    fn one_replica_of_20() -> Bridge {
+        serde_json::from_value(serde_json::json!({
             "apiVersion": "conclave.dev/v1alpha1", "kind": "Bridge",
             "metadata": {"name": "meet", "namespace": "ns"},
             "spec": {"domain": "meet.example.com",
                      "sfu": {"replicas": 1, "maxReplicas": 1, "participantsPerReplica": 20}}
         }))
-        .expect("bridge");
+        .expect("bridge")
+    }
+
+    /// Bookings named `m0`, `m1`, ... created a minute apart in that order.
+    fn booked<'a>(specs: &[&'a MeetingSpec]) -> Vec<validate::Booking<'a>> {
+        const NAMES: [&str; 4] = ["m0", "m1", "m2", "m3"];
+        specs
+            .iter()
+            .zip(NAMES)
+            .enumerate()
+            .map(|(i, (spec, name))| validate::Booking {
+                name,
+                created: Some(t("2029-12-01T00:00:00Z") + chrono::Duration::minutes(i as i64)),
+                room: name.into(),
+                spec,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_overbooked_running_meeting_says_the_same_at_every_reconcile() {
+        let bridge = one_replica_of_20();
         let a = meeting("2030-01-01T10:00:00Z", "2030-01-01T11:00:00Z", Some(15));
         let b = meeting("2030-01-01T10:00:00Z", "2030-01-01T11:00:00Z", Some(15));
-        let bookings = [&a, &b].map(|spec| validate::Booking {
-            name: "m",
-            created: None,
-            room: "r".into(),
-            spec,
-        });
-        let during = |at: &str| condition(&bridge, &a, &bookings, t(at));
+        let c = meeting("2030-01-01T10:00:00Z", "2030-01-01T11:00:00Z", Some(15));
+        let bookings = booked(&[&a, &b]);
+        let during = |at: &str| condition(&bridge, &bookings[1], &bookings, t(at));
         let (ok, reason, first) = during("2030-01-01T10:05:00Z");
         assert!(!ok && reason == Reason::Overbooked, "{first}");
         assert_eq!(
@@ -240,11 +271,36 @@ mod tests {
             first,
             "nothing in it moves with the clock"
         );
+        let three = booked(&[&a, &b, &c]);
+        assert_eq!(
+            condition(&bridge, &three[1], &three, t("2030-01-01T10:05:00Z")).2,
+            first,
+            "nor with another Meeting booked: it would rewrite every overbooked sibling"
+        );
         let (_, _, ahead) = during("2030-01-01T09:00:00Z");
         assert!(
             ahead.contains("at 2030-01-01T09:45:00Z"),
             "before it begins it says when: {ahead}"
         );
+    }
+
+    #[test]
+    fn first_come_first_served_the_later_booking_is_the_overbooked_one() {
+        let bridge = one_replica_of_20();
+        let a = meeting("2030-01-01T10:00:00Z", "2030-01-01T11:00:00Z", Some(15));
+        let b = meeting("2030-01-01T10:00:00Z", "2030-01-01T11:30:00Z", Some(15));
+        let bookings = booked(&[&a, &b]);
+        let now = t("2030-01-01T09:00:00Z");
+        let (ok, reason, _) = condition(&bridge, &bookings[0], &bookings, now);
+        assert!(
+            ok && reason == Reason::Planned,
+            "the first booking keeps its reservation"
+        );
+        let (ok, reason, msg) = condition(&bridge, &bookings[1], &bookings, now);
+        assert!(!ok && reason == Reason::Overbooked, "{msg}");
+        // The first one gone, the second fits.
+        let alone = booked(&[&b]);
+        assert!(condition(&bridge, &alone[0], &alone, now).0);
     }
 
     #[test]

@@ -101,7 +101,7 @@ pub fn condition(b: &conclave::api::Bridge, type_: &str) -> Option<(String, Stri
         .conditions
         .iter()
         .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
+        .map(|c| (c.status.to_string(), c.reason.to_string()))
 }
 
 /// Waits until Bridge `name` has condition `type_` with `status` and `reason`; returns it.
@@ -199,7 +199,7 @@ pub fn meeting_condition(m: &conclave::api::Meeting, type_: &str) -> Option<(Str
         .conditions
         .iter()
         .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+        .map(|c| (c.status.to_string(), c.reason.to_string(), c.message.clone()))
 }
 
 /// Waits until Meeting `name` satisfies `done`; returns it.
@@ -223,7 +223,7 @@ pub fn condition_message(b: &conclave::api::Bridge, type_: &str) -> Option<(Stri
         .conditions
         .iter()
         .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+        .map(|c| (c.status.to_string(), c.reason.to_string(), c.message.clone()))
 }
 
 /// A Secret's values as strings (every value Conclave writes is UTF-8).
