@@ -647,6 +647,7 @@ async fn deploy_applies_and_meets_the_restricted_profile() {
         Some("cluster.local")
     );
     assert_eq!(env_value(&c, "CONCLAVE_IPV6").as_deref(), Some("false"));
+    assert_eq!(env_value(&c, "CONCLAVE_INITIAL_LIST").as_deref(), Some("auto"));
     assert!(
         c.args
             .clone()
@@ -960,6 +961,7 @@ fn chart_schema_rejects_bad_values() {
         ("watchNamespace=Not_A_Namespace", "/watchNamespace"),
         ("clusterDomain=Cluster_Local", "/clusterDomain"),
         ("ipv6=maybe", "/ipv6"),
+        ("initialList=list", "/initialList"),
         ("serviceMonitor.interval=soon", "/serviceMonitor/interval"),
         ("tolerations[0].operator=Maybe", "/tolerations/0/operator"),
         ("securityContext.runAsNonroot=true", "'runAsNonroot' not allowed"),
@@ -1180,6 +1182,7 @@ async fn chart_install_upgrade_uninstall() {
         Some("cluster.local")
     );
     assert_eq!(env_value(&c, "CONCLAVE_IPV6").as_deref(), Some("false"));
+    assert_eq!(env_value(&c, "CONCLAVE_INITIAL_LIST").as_deref(), Some("auto"));
     let labels = d.metadata.labels.clone().unwrap_or_default();
     for key in [
         "app.kubernetes.io/name",
