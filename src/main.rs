@@ -185,12 +185,8 @@ struct RunArgs {
     /// How the watches get what exists when they start: `streaming` (the API server sends the
     /// objects one by one as watch events; Kubernetes 1.34 and later), `paged` (lists of 500),
     /// or `auto`: streaming where the API server is 1.34 or later.
-    #[arg(long, env = "CONCLAVE_INITIAL_LIST", default_value = "auto", value_parser = initial_list)]
+    #[arg(long, env = "CONCLAVE_INITIAL_LIST", value_enum, default_value_t = InitialList::Auto)]
     initial_list: InitialList,
-}
-
-fn initial_list(text: &str) -> Result<InitialList, String> {
-    InitialList::parse(text).ok_or_else(|| format!("{text:?}: one of {}", InitialList::NAMES.join(", ")))
 }
 
 fn parse_bound(text: &str) -> Result<std::time::Duration, String> {

@@ -120,7 +120,7 @@ pub fn condition(
         sfu,
         bookings
             .iter()
-            .filter(|b| booked_order(b) <= booked_order(me))
+            .filter(|b| b.booked_order() <= me.booked_order())
             .map(|b| b.spec)
             .filter(|m| validate::against_bridge(m, &spec.bridge, &bridge.spec).is_ok()),
         at,
@@ -160,11 +160,6 @@ pub fn condition(
             format!("{demand} participants will be reserved from {}", fmt(at)),
         )
     }
-}
-
-/// The order Meetings were booked in; one not yet created comes last.
-fn booked_order<'a>(b: &validate::Booking<'a>) -> (DateTime<Utc>, &'a str) {
-    (b.created.unwrap_or(DateTime::<Utc>::MAX_UTC), b.name)
 }
 
 fn fmt(t: DateTime<Utc>) -> String {

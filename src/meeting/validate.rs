@@ -47,6 +47,12 @@ pub struct Booking<'a> {
 }
 
 impl<'a> Booking<'a> {
+    /// The order Meetings were booked in: by creation, then name. It decides who keeps a room
+    /// and whose reservation comes first.
+    pub fn booked_order(&self) -> (Option<DateTime<Utc>>, &'a str) {
+        (self.created, self.name)
+    }
+
     pub fn of(meeting: &'a Meeting) -> Booking<'a> {
         let name = meeting.metadata.name.as_deref().unwrap_or_default();
         Booking {
@@ -73,11 +79,10 @@ fn overlaps(a: &MeetingSpec, b: &MeetingSpec) -> bool {
 /// The first older Meeting on the same Bridge holding the same room at an overlapping time:
 /// two Meetings in one room would hand out links to one conference under two policies.
 pub fn room_taken_by<'a>(me: &Booking<'_>, others: &'a [Booking<'a>]) -> Option<&'a str> {
-    let key = |b: &Booking<'_>| (b.created, b.name.to_string());
     others
         .iter()
         .filter(|o| o.name != me.name && o.room == me.room && overlaps(o.spec, me.spec))
-        .filter(|o| key(o) < key(me))
+        .filter(|o| o.booked_order() < me.booked_order())
         .map(|o| o.name)
         .next()
 }

@@ -11,7 +11,7 @@ use kube::Client;
 use kube::runtime::watcher;
 
 /// The operator's choice (`--initial-list`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum InitialList {
     /// Streaming where the API server is 1.34 or later, else paged lists.
     #[default]
@@ -21,17 +21,6 @@ pub enum InitialList {
 }
 
 impl InitialList {
-    pub const NAMES: [&'static str; 3] = ["auto", "streaming", "paged"];
-
-    pub fn parse(s: &str) -> Option<InitialList> {
-        match s {
-            "auto" => Some(InitialList::Auto),
-            "streaming" => Some(InitialList::Streaming),
-            "paged" => Some(InitialList::Paged),
-            _ => None,
-        }
-    }
-
     /// Whether to stream; `Auto` asks the API server its version (one request, at start).
     pub(super) async fn streaming(self, client: &Client) -> bool {
         match self {
@@ -81,13 +70,5 @@ mod tests {
         assert!(!supports_streaming("1", "33"));
         assert!(!supports_streaming("1", "27+"));
         assert!(!supports_streaming("", ""));
-    }
-
-    #[test]
-    fn names_parse() {
-        for name in InitialList::NAMES {
-            assert!(InitialList::parse(name).is_some(), "{name}");
-        }
-        assert_eq!(InitialList::parse("list"), None);
     }
 }
