@@ -29,13 +29,6 @@ impl Drop for Web {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 fn page_files(dir: &Path) {
     std::fs::write(dir.join("index.html"), "<!doctype html><title>page</title>").expect("index");
     std::fs::write(dir.join("app.js"), "console.log(1)").expect("app.js");
@@ -45,9 +38,12 @@ fn page_files(dir: &Path) {
 fn start_with(secret: &str, livekit_url: &str, extra: &[&str]) -> Result<Web, String> {
     let dir = tempfile::tempdir().expect("tempdir");
     page_files(dir.path());
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    // Port 0, and the address read back from the server's own log line: a port picked here and
+    // bound later could be taken by a parallel test in between, and then this test would talk
+    // to that test's server.
     let mut child = Command::new(env!("CARGO_BIN_EXE_conclave"))
-        .args(["web", "--listen", &addr.to_string(), "--livekit-url", livekit_url])
+        .args(["web", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--livekit-url", livekit_url])
         .arg("--static-dir")
         .arg(dir.path())
         .args(extra)
@@ -58,19 +54,38 @@ fn start_with(secret: &str, livekit_url: &str, extra: &[&str]) -> Result<Web, St
         .stderr(Stdio::piped())
         .spawn()
         .expect("start conclave web");
+    let listening = listening_address(child.stdout.take().expect("stdout"));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
+        if let Ok(addr) = listening.recv_timeout(Duration::from_millis(50)) {
+            return Ok(Web { child, addr, _dir: dir });
+        }
         if let Some(status) = child.try_wait().expect("poll") {
             let mut err = String::new();
             let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
             return Err(format!("exited {status}: {err}"));
         }
-        if TcpStream::connect(addr).is_ok() {
-            return Ok(Web { child, addr, _dir: dir });
-        }
-        assert!(Instant::now() < deadline, "conclave web did not listen on {addr}");
-        std::thread::sleep(Duration::from_millis(50));
+        assert!(Instant::now() < deadline, "conclave web did not say where it listens");
     }
+}
+
+/// Reads the server's JSON log lines for the one that names the bound address, and keeps
+/// draining them afterwards so the server never blocks on a full pipe.
+fn listening_address(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<SocketAddr> {
+    const SERVING: &str = "serving the join page on ";
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let message = entry["fields"]["message"].as_str().unwrap_or_default();
+            if let Some(addr) = message.strip_prefix(SERVING).and_then(|a| a.parse().ok()) {
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    rx
 }
 
 fn start(secret: &str, extra: &[&str]) -> Result<Web, String> {
@@ -352,8 +367,10 @@ fn refuses_to_start_without_usable_settings() {
 
 #[test]
 fn readiness_waits_for_the_rooms_file_to_be_applied() {
-    // Nothing listens on the LiveKit port: the rooms can never be applied.
-    let api = format!("http://127.0.0.1:{}", free_port());
+    // A port held by a listener that never answers: the rooms can never be applied, and no
+    // parallel test can take the port meanwhile.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let api = format!("http://{}", silent.local_addr().expect("addr"));
     let dir = tempfile::tempdir().expect("tempdir");
     let rooms = dir.path().join("rooms.json");
     std::fs::write(&rooms, r#"{"rooms":[{"name":"standup"}]}"#).expect("rooms");
