@@ -12,6 +12,7 @@ use common::operator::{Operator, http_get};
 use common::{cluster, create_tls_secret, label_bridge, secret_strings as links, wait_ready};
 use conclave::api::{Bridge, Meeting};
 use conclave::engine::jitsi::token;
+use conclave::meeting::schedule;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -354,6 +355,48 @@ async fn meeting_lifecycle() {
 
 /// 200 Meetings on one Bridge converge, and a change that touches all of them (their Bridge's
 /// labels) then costs zero writes.
+/// With the system clock and nothing touching it, a Meeting opens and ends at its times: each
+/// Meeting's next transition waits on the operator's timer, which brings the Meeting back when
+/// it is due (no polling, no nudge from the test).
+#[tokio::test]
+async fn a_meeting_opens_and_ends_on_time_by_itself() {
+    let cp = cluster();
+    let client = cp.client().await;
+    let ns = testenv::namespace(&client, "on-time").await;
+    let _operator = Operator::start("conclave-on-time-test", &ns);
+    let _bridges = ready_bridge(&client, &ns, 31450, 1, 10).await;
+    let meetings: Api<Meeting> = Api::namespaced(client.clone(), &ns);
+    let now = Utc::now();
+    let seconds = chrono::Duration::seconds;
+    // The join window opens EARLY_JOIN before the start, in a few seconds; the other Meeting
+    // runs already and ends in a few seconds.
+    let opens = now + seconds(6);
+    let ends = now + seconds(8);
+    for (name, start, end) in [
+        (
+            "opens",
+            opens + schedule::EARLY_JOIN,
+            opens + schedule::EARLY_JOIN + chrono::Duration::hours(1),
+        ),
+        ("ends", now - chrono::Duration::hours(1), ends),
+    ] {
+        let spec = json!({"bridge": "meet", "start": start, "end": end, "participants": [{"name": "alice"}]});
+        meetings
+            .create(&PostParams::default(), &meeting(name, spec))
+            .await
+            .expect("meeting");
+    }
+    let open = wait_phase(&meetings, "opens", "Open").await;
+    assert!(Utc::now() >= opens, "not open before its window");
+    assert!(
+        open.status.and_then(|s| s.credentials_secret).is_some(),
+        "links once open"
+    );
+    let ended = wait_phase(&meetings, "ends", "Ended").await;
+    assert!(Utc::now() >= ends);
+    assert_eq!(ended.status.and_then(|s| s.credentials_secret), None, "links withdrawn");
+}
+
 /// Removed means removed: the credentials Secret holds exactly the links of the current
 /// participants (a removed participant's link and a key added by hand disappear at the next
 /// reconcile), and a Secret deleted by hand comes back with byte-identical links while the

@@ -15,7 +15,7 @@ use kube::{Client, ResourceExt};
 
 use super::Error;
 use super::events::Events;
-use super::watch::{Compact, Credentials, Indexes, Synced};
+use super::watch::{Compact, Credentials, Indexes, Synced, Timers};
 use crate::api::{Bridge, Meeting};
 use crate::child::Child;
 use crate::clock::Clock;
@@ -117,6 +117,8 @@ pub struct Context {
     pub meetings: Store<Meeting>,
     /// Meetings by Bridge, credentials Secrets as digests, other Secrets' versions.
     pub(super) indexes: Indexes,
+    /// When each Meeting is next due (its next phase or token renewal).
+    pub(super) timers: Arc<Timers>,
     /// TLS Secrets Bridges bring, as last read, with the resourceVersion read.
     pub(super) tls: Mutex<TlsSecrets>,
     pub metrics: Arc<Metrics>,

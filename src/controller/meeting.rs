@@ -1,6 +1,6 @@
 //! The Meeting reconciler: read the Meeting and its Bridge → validate → decide the phase from
-//! the clock → build the credentials Secret → apply or delete it → status. Requeues exactly
-//! at the next transition (or token renewal), never on a timer of its own.
+//! the clock → build the credentials Secret → apply or delete it → status. Comes back exactly
+//! at the next transition (or token renewal), on the Meetings' one timer, never polling.
 //!
 //! Privacy: participant names, emails and tokens appear only in the credentials Secret. Logs,
 //! Events and status carry the Meeting's name, its phase and counts, nothing else.
@@ -141,10 +141,13 @@ async fn reconcile_meeting(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Ac
     };
     let written = patch_status(&cx, &meeting, status).await?;
     tracing::info!(phase = ?outcome.phase, ready = %outcome.ready.1.as_str(), status_written = written, "reconciled");
-    Ok(match outcome.due {
-        Some(at) => Action::requeue(clock::until(cx.clock.now(), at)),
-        None => Action::await_change(),
-    })
+    // The next transition waits on the Meetings' one timer, not in the controller's scheduler
+    // (see `Timers`); a wait left from an earlier round is replaced or cleared.
+    let due = outcome
+        .due
+        .map(|at| tokio::time::Instant::now() + clock::until(cx.clock.now(), at));
+    cx.timers.set(&ns, &name, due);
+    Ok(Action::await_change())
 }
 
 async fn decide(

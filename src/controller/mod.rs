@@ -18,7 +18,7 @@ use kube::runtime::controller::Action;
 use tokio::sync::watch as signal;
 
 pub use context::{Context, Kind, put_secret, secret_keys, secret_value};
-pub use watch::InitialList;
+pub use watch::{InitialList, PROBE_SELECTOR};
 
 use crate::clock::Clock;
 use crate::conditions::Reason;

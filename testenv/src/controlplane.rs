@@ -38,6 +38,9 @@ pub struct Options {
     pub node_capacity: NodeCapacity,
     /// Deadline for the whole start-up, readiness included. Default 120 s.
     pub timeout: Duration,
+    /// kube-apiserver's `--feature-gates` (`Name=true|false`), for clusters configured unlike
+    /// the default. Default none.
+    pub feature_gates: Vec<String>,
 }
 
 impl Default for Options {
@@ -48,6 +51,7 @@ impl Default for Options {
             nodes: 3,
             node_capacity: NodeCapacity::default(),
             timeout: Duration::from_secs(120),
+            feature_gates: Vec::new(),
         }
     }
 }
@@ -431,7 +435,12 @@ impl ControlPlane {
                 // No rotation: audit_events() reads a single file.
                 "--audit-log-maxsize=0".into(),
                 "--audit-log-maxbackup=0".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(
+                (!opts.feature_gates.is_empty()).then(|| format!("--feature-gates={}", opts.feature_gates.join(","))),
+            )
+            .collect(),
         )?;
 
         self.block_on(async {

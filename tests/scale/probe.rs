@@ -43,6 +43,7 @@ pub struct Request {
     pub verb: String,
     pub resource: String,
     pub stage: String,
+    pub uri: String,
 }
 
 impl Request {
@@ -60,9 +61,13 @@ impl Request {
         self.stage == "ResponseComplete" && self.verb != "watch"
     }
 
-    /// A watch being opened.
+    /// A watch being opened for a cache: not the one that asks at start whether the API
+    /// server streams initial lists, which selects no object and ends at once.
     pub fn opens_watch(&self) -> bool {
-        self.stage == "ResponseStarted" && self.verb == "watch"
+        let probe = conclave::controller::PROBE_SELECTOR
+            .split_once('=')
+            .map_or("", |(_, name)| name);
+        self.stage == "ResponseStarted" && self.verb == "watch" && !self.uri.contains(probe)
     }
 }
 
@@ -131,6 +136,7 @@ impl AuditTail {
                     None => e["objectRef"]["resource"].as_str().unwrap_or_default().to_string(),
                 },
                 stage: e["stage"].as_str().unwrap_or_default().to_string(),
+                uri: e["requestURI"].as_str().unwrap_or_default().to_string(),
             })
             .collect()
     }

@@ -1,23 +1,22 @@
 //! State kept beside the caches, updated one change at a time: Meetings by Bridge (with their
-//! schedule, to find the siblings a change affects), Meetings by phase, the credentials
-//! Secrets as digests, and the resourceVersions of Secrets Conclave does not manage.
+//! schedule, to find the siblings a change affects), Meetings by phase, and the
+//! resourceVersions of Secrets Conclave does not manage. The credentials Secrets, as digests,
+//! are in [`super::credentials`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 
+use super::credentials::CredentialsCache;
 use crate::api::Meeting;
-use crate::meeting::credentials;
-use crate::meeting::schedule::Window;
 
-fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+pub(super) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|p| p.into_inner())
 }
 
-fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+pub(super) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -144,86 +143,6 @@ impl PhaseCounts {
     }
 }
 
-/// A credentials Secret as the Meeting reconciler sees it: not its links, only what it needs to
-/// know whether the Secret already holds what it would write (see
-/// [`crate::meeting::credentials::digest`]).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Credentials {
-    /// Name, namespace, uid, resourceVersion and owners only: enough to replace it safely (see
-    /// [`crate::controller::put_secret`]).
-    pub meta: kube::api::ObjectMeta,
-    /// The tokens' window recorded on it.
-    pub window: Option<Window>,
-    pub digest: u64,
-}
-
-/// What the cache keeps of a credentials Secret, one per Meeting: its name and namespace follow
-/// from the key, and the rest of a whole `ObjectMeta` (about 360 bytes of empty fields) is not
-/// kept.
-#[derive(Debug)]
-struct Held {
-    uid: Option<String>,
-    resource_version: Option<String>,
-    owner_references: Option<Vec<OwnerReference>>,
-    window: Option<Window>,
-    digest: u64,
-}
-
-/// Credentials Secrets by `(namespace, Meeting name)`.
-#[derive(Default)]
-pub struct CredentialsCache(RwLock<HashMap<Key, Held>>);
-
-impl CredentialsCache {
-    pub fn get(&self, ns: &str, meeting: &str) -> Option<Credentials> {
-        let map = read(&self.0);
-        let held = map.get(&(ns.to_string(), meeting.to_string()))?;
-        Some(Credentials {
-            meta: kube::api::ObjectMeta {
-                name: Some(credentials::secret_name(meeting)),
-                namespace: Some(ns.to_string()),
-                uid: held.uid.clone(),
-                resource_version: held.resource_version.clone(),
-                owner_references: held.owner_references.clone(),
-                ..Default::default()
-            },
-            window: held.window,
-            digest: held.digest,
-        })
-    }
-
-    /// Stores `value`; returns whether its content differs from what was there.
-    pub fn set(&self, key: Key, value: Credentials) -> bool {
-        let mut map = write(&self.0);
-        let changed = map
-            .get(&key)
-            .is_none_or(|old| old.digest != value.digest || old.window != value.window);
-        let meta = value.meta;
-        map.insert(
-            key,
-            Held {
-                uid: meta.uid,
-                resource_version: meta.resource_version,
-                owner_references: meta.owner_references,
-                window: value.window,
-                digest: value.digest,
-            },
-        );
-        changed
-    }
-
-    pub fn remove(&self, key: &Key) -> bool {
-        write(&self.0).remove(key).is_some()
-    }
-
-    pub fn keys(&self) -> Vec<Key> {
-        read(&self.0).keys().cloned().collect()
-    }
-
-    pub fn len(&self) -> usize {
-        read(&self.0).len()
-    }
-}
-
 /// resourceVersions of the Secrets Conclave does not manage (a TLS Secret a Bridge names may be
 /// one of them), by `(namespace, name)`.
 #[derive(Default)]
@@ -332,45 +251,5 @@ mod tests {
                 ("Scheduled".to_string(), 0)
             ])
         );
-    }
-
-    #[test]
-    fn credentials_come_back_with_the_secret_name_and_what_replacing_it_needs() {
-        let cache = CredentialsCache::default();
-        let owner = OwnerReference {
-            api_version: "conclave.dev/v1alpha1".into(),
-            kind: "Meeting".into(),
-            name: "m1".into(),
-            uid: "u1".into(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        };
-        let meta = kube::api::ObjectMeta {
-            name: Some(credentials::secret_name("m1")),
-            namespace: Some("ns".into()),
-            uid: Some("s1".into()),
-            resource_version: Some("7".into()),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        };
-        let value = Credentials {
-            meta,
-            window: None,
-            digest: 42,
-        };
-        let key = ("ns".to_string(), "m1".to_string());
-        assert!(cache.set(key.clone(), value.clone()));
-        assert_eq!(cache.get("ns", "m1"), Some(value.clone()));
-        assert!(!cache.set(key.clone(), value.clone()), "same content");
-        let mut newer = value.clone();
-        newer.meta.resource_version = Some("8".into());
-        assert!(
-            !cache.set(key.clone(), newer.clone()),
-            "a new version of the same content"
-        );
-        assert_eq!(cache.get("ns", "m1"), Some(newer.clone()));
-        newer.digest = 43;
-        assert!(cache.set(key, newer));
-        assert_eq!(cache.get("ns", "m2"), None);
     }
 }

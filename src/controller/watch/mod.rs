@@ -13,6 +13,7 @@
 
 mod cache;
 mod compact;
+mod credentials;
 mod feed;
 mod index;
 mod initial_list;
@@ -22,6 +23,7 @@ mod relations;
 mod secrets;
 mod slim;
 mod throttle;
+mod timers;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,8 +41,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use compact::Compact;
-pub use index::{Credentials, Indexes};
-pub use initial_list::InitialList;
+pub use credentials::Credentials;
+pub use index::Indexes;
+pub use initial_list::{InitialList, PROBE_SELECTOR};
+pub use timers::Timers;
 
 use super::events::Events;
 use super::{Context, Kind, Options, bridge, meeting, requested};
@@ -190,7 +194,10 @@ pub(super) async fn lead(
 ) {
     let scope = Scope {
         namespace: options.watch_namespace.clone(),
-        streaming: options.initial_list.streaming(&client).await,
+        streaming: options
+            .initial_list
+            .streaming(&client, options.watch_namespace.as_deref())
+            .await,
     };
     let events = Events::new(client.clone(), std::env::var("POD_NAME").ok());
     let invalid = Arc::new(InvalidObjects::new(metrics.clone(), events.clone()));
@@ -202,6 +209,7 @@ pub(super) async fn lead(
     let (bridge_store, meeting_store) = (bridge_writer.as_reader(), meeting_writer.as_reader());
     let (bridge_tx, bridge_rx) = mpsc::unbounded();
     let (meeting_tx, meeting_rx) = mpsc::unbounded();
+    let timers = Arc::new(Timers::default());
     let synced = Synced::new(health.clone());
     let mut feeds = Feeds {
         tasks: Tasks::default(),
@@ -240,6 +248,7 @@ pub(super) async fn lead(
             indexes.hosted.clone(),
             bridge_store.clone(),
             written.clone(),
+            timers.clone(),
         ),
         invalid.clone(),
     )
@@ -366,12 +375,17 @@ pub(super) async fn lead(
         bridges: bridge_store.clone(),
         meetings: meeting_store.clone(),
         indexes,
+        timers: timers.clone(),
         tls: Default::default(),
         metrics,
         synced,
         events,
         written,
     });
+    feeds
+        .tasks
+        .0
+        .push(tokio::spawn(timers.run(feeds.triggers.meetings.clone())));
     tracing::info!("starting controllers");
     let bridges = Controller::for_stream(futures::stream::pending(), bridge_store)
         .with_config(Config::default().concurrency(BRIDGE_CONCURRENCY))

@@ -17,6 +17,7 @@ use super::cache::Hook;
 use super::feed::Trigger;
 use super::index::{Hosted, PhaseCounts, Span};
 use super::slim;
+use super::timers::Timers;
 use crate::api::{Bridge, Meeting};
 use crate::bridge::secrets as generated;
 use crate::conditions::Type;
@@ -92,11 +93,15 @@ pub(super) fn meeting(
     hosted: Arc<Hosted>,
     bridges: Store<Bridge>,
     written: Arc<Written>,
+    timers: Arc<Timers>,
 ) -> Hook<Meeting> {
     Box::new(move |old, new, out| {
         let Some(any) = new.or(old) else { return };
         written.observed(any.uid().as_deref(), any.resource_version().as_deref());
         hosted.update(old, new);
+        if new.is_none() {
+            timers.set(&any.namespace().unwrap_or_default(), &any.name_any(), None);
+        }
         {
             let mut phases = phases.lock().unwrap_or_else(|p| p.into_inner());
             let before = phases.counts.clone();

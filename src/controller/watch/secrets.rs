@@ -13,8 +13,9 @@ use kube::api::DynamicObject;
 
 use super::Compact;
 use super::cache::StoreSink;
+use super::credentials::{Credentials, CredentialsCache};
 use super::feed::{Sink, Trigger};
-use super::index::{Credentials, CredentialsCache, ForeignSecrets, Key};
+use super::index::{ForeignSecrets, Key};
 use crate::api::Bridge;
 use crate::controller::bridge;
 use crate::labels;
