@@ -2,7 +2,6 @@
 //! an object that does not deserialize is reported and kept out, and every change reaches the
 //! kind's relations with the object as it was before and as it is now.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use kube::Resource;
@@ -61,8 +60,9 @@ where
     slim: Slim<K>,
     hook: Hook<K>,
     relisted: Option<Relisted<K>>,
-    /// Objects of the (re)list in progress.
-    seen: HashSet<ObjectRef<K>>,
+    /// The cache as it was when the (re)list in progress began: what is not in the new list
+    /// went away meanwhile. Shared objects, not copies; empty on the first list.
+    before: Vec<Arc<K>>,
     invalid: Arc<InvalidObjects>,
 }
 
@@ -87,7 +87,7 @@ where
             slim,
             hook,
             relisted: None,
-            seen: HashSet::new(),
+            before: Vec::new(),
             invalid,
         }
     }
@@ -118,7 +118,7 @@ where
     W: Incoming<K>,
 {
     fn relist(&mut self) {
-        self.seen.clear();
+        self.before = self.reader.state();
         self.writer.apply_watcher_event(&Event::Init);
         self.invalid.relist(self.kind);
     }
@@ -128,10 +128,8 @@ where
             Lenient::Valid(mut obj) => {
                 (self.slim)(&mut obj);
                 self.invalid.forget(self.kind, obj.meta());
-                let key = self.key(obj.meta());
-                let old = self.reader.get(&key);
+                let old = self.reader.get(&self.key(obj.meta()));
                 let event = if listing {
-                    self.seen.insert(key);
                     Event::InitApply(obj)
                 } else {
                     Event::Apply(obj)
@@ -152,8 +150,8 @@ where
                 };
                 self.invalid
                     .report(self.kind, reference, metadata.resource_version.clone(), &error);
-                // A stale valid version must not keep being reconciled. During a list, not
-                // marking it seen is enough: it leaves the cache when the list completes.
+                // A stale valid version must not keep being reconciled. During a list, leaving
+                // it out of the new list is enough: it leaves the cache when the list completes.
                 let key = self.key(&metadata);
                 if let (false, Some(old)) = (listing, self.reader.get(&key)) {
                     self.remove(old, out);
@@ -178,17 +176,14 @@ where
     }
 
     fn listed(&mut self, out: &mut Vec<Trigger>) {
-        let vanished: Vec<Arc<K>> = self
-            .reader
-            .state()
-            .into_iter()
-            .filter(|o| !self.seen.contains(&self.key(o.meta())))
-            .collect();
+        // The new list replaces the cache here; a set of the keys listed (about 250 bytes per
+        // object, all at once after a restart) is not needed to tell what vanished.
         self.writer.apply_watcher_event(&Event::InitDone);
-        for old in vanished {
-            (self.hook)(Some(&old), None, out);
+        for old in std::mem::take(&mut self.before) {
+            if self.reader.get(&self.key(old.meta())).is_none() {
+                (self.hook)(Some(&old), None, out);
+            }
         }
-        self.seen = HashSet::new();
         self.invalid.listed(self.kind);
         if let Some(f) = self.relisted.as_mut() {
             f(&self.reader);

@@ -38,10 +38,19 @@ pub(super) struct Triggers {
     pub bridges: UnboundedSender<ObjectRef<Bridge>>,
     pub meetings: UnboundedSender<ObjectRef<Meeting>>,
     pub bridge_store: Store<Bridge>,
+    pub meeting_store: Store<Meeting>,
     pub bookings: Throttle,
 }
 
 impl Triggers {
+    /// Every cached Bridge and Meeting.
+    pub(super) fn reconcile_all(&self) {
+        self.send(Trigger::AllBridges);
+        for m in self.meeting_store.state() {
+            let _ = self.meetings.unbounded_send(ObjectRef::from_obj(&*m));
+        }
+    }
+
     fn send(&self, trigger: Trigger) {
         // A closed queue means the controller is shutting down; nothing to do then.
         match trigger {
@@ -166,6 +175,13 @@ pub(super) async fn drive<W, S>(
             }
             watcher::Event::Apply(obj) => sink.apply(obj, false, &mut pending),
             watcher::Event::Delete(obj) => sink.delete(obj, &mut pending),
+        }
+        // Until every cache has its first list, triggers are moot: the first sync reconciles
+        // every Bridge and Meeting once (`lead`), from caches holding all a trigger would
+        // have pointed at. Holding them meant one per object after a restart, and reconciles
+        // that could only wait for the other caches.
+        if !synced.all_listed() {
+            pending.clear();
         }
         // Triggers of a list wait for its end: until then the cache still holds the old list.
         if !listing {

@@ -22,11 +22,12 @@ mod lenient;
 mod relations;
 mod secrets;
 mod slim;
+mod synced;
 mod throttle;
 mod timers;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -44,6 +45,7 @@ pub use compact::Compact;
 pub use credentials::Credentials;
 pub use index::Indexes;
 pub use initial_list::{InitialList, PROBE_SELECTOR};
+pub(super) use synced::Synced;
 pub use timers::Timers;
 
 use super::events::Events;
@@ -106,43 +108,6 @@ fn owned_by(scope: &Scope, owner_kind: &str) -> watcher::Config {
         labels::MANAGED_BY,
         labels::OWNER_KIND
     ))
-}
-
-/// Readiness: true once every cache has completed its first list. Observed on the feeds
-/// themselves rather than with `Store::wait_until_ready`, whose one-shot wakeup serves a single
-/// waiter, and the controllers already wait on their stores.
-#[derive(Clone)]
-pub(super) struct Synced {
-    pending: Arc<AtomicUsize>,
-    health: Arc<Health>,
-}
-
-impl Synced {
-    fn new(health: Arc<Health>) -> Synced {
-        Synced {
-            pending: Arc::new(AtomicUsize::new(0)),
-            health,
-        }
-    }
-
-    /// Whether every cache has completed its first list.
-    pub(super) fn all_listed(&self) -> bool {
-        self.pending.load(Ordering::SeqCst) == 0
-    }
-
-    /// One more cache to wait for.
-    fn expect(&self) {
-        self.pending.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// A cache completed its first list.
-    fn listed(&self, watch: &'static str) {
-        tracing::debug!(watch, "listed");
-        if self.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.health.set_ready(true);
-            tracing::info!("caches synced");
-        }
-    }
 }
 
 /// Tasks that end when this does: the feeds stop with the controllers, also when leadership
@@ -218,6 +183,7 @@ pub(super) async fn lead(
             bridges: bridge_tx,
             meetings: meeting_tx,
             bridge_store: bridge_store.clone(),
+            meeting_store: meeting_store.clone(),
         },
         health,
         synced: synced.clone(),
@@ -378,14 +344,15 @@ pub(super) async fn lead(
         timers: timers.clone(),
         tls: Default::default(),
         metrics,
-        synced,
+        synced: synced.clone(),
         events,
         written,
     });
-    feeds
-        .tasks
-        .0
-        .push(tokio::spawn(timers.run(feeds.triggers.meetings.clone())));
+    let triggers = feeds.triggers.clone();
+    feeds.tasks.0.push(tokio::spawn(timers.run(triggers.meetings.clone())));
+    let first_sync = reconcile_all_once_synced(synced.clone(), triggers);
+    feeds.tasks.0.push(tokio::spawn(first_sync));
+    synced.started();
     tracing::info!("starting controllers");
     let bridges = Controller::for_stream(futures::stream::pending(), bridge_store)
         .with_config(Config::default().concurrency(BRIDGE_CONCURRENCY))
@@ -406,6 +373,13 @@ pub(super) async fn lead(
     }
     drop(feeds);
     tracing::info!("controllers stopped");
+}
+
+/// The first sync's reconcile of every Bridge and Meeting: the feeds send no triggers before
+/// it (see `feed::drive`).
+async fn reconcile_all_once_synced(synced: Synced, triggers: Triggers) {
+    synced.wait().await;
+    triggers.reconcile_all();
 }
 
 async fn log_result<T, E: std::fmt::Display>(res: Result<T, E>) {
