@@ -190,3 +190,68 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use kube::ResourceExt;
+
+    use super::*;
+    use crate::api::Meeting;
+    use crate::controller::events::Events;
+    use crate::metrics::Metrics;
+
+    type Calls = Arc<Mutex<Vec<(Option<String>, Option<String>)>>>;
+
+    fn meeting(name: &str) -> Lenient<Meeting> {
+        Lenient::Valid(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "conclave.dev/v1alpha1", "kind": "Meeting",
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {"bridge": "b", "participants": []}
+            }))
+            .expect("meeting"),
+        )
+    }
+
+    fn list(sink: &mut StoreSink<Meeting>, names: &[&str]) {
+        let mut out = Vec::new();
+        Sink::<Lenient<Meeting>>::relist(sink);
+        for name in names {
+            sink.apply(meeting(name), true, &mut out);
+        }
+        Sink::<Lenient<Meeting>>::listed(sink, &mut out);
+    }
+
+    #[tokio::test]
+    async fn a_relist_reports_what_vanished_and_keeps_the_rest() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        let client = kube::Client::try_from(config).expect("client");
+        let invalid = Arc::new(InvalidObjects::new(Arc::new(Metrics::new()), Events::new(client, None)));
+        let calls = Calls::default();
+        let log = calls.clone();
+        let hook: Hook<Meeting> = Box::new(move |old, new, _| {
+            let name = |m: Option<&Meeting>| m.map(|m| m.name_any());
+            log.lock().expect("lock").push((name(old), name(new)));
+        });
+        let writer = Writer::<Meeting>::default();
+        let reader = writer.as_reader();
+        let mut sink = StoreSink::new("Meeting", writer, (), Box::new(|_| {}), hook, invalid);
+
+        list(&mut sink, &["a", "b"]);
+        let some = |n: &str| Some(n.to_string());
+        assert_eq!(*calls.lock().expect("lock"), [(None, some("a")), (None, some("b"))]);
+        calls.lock().expect("lock").clear();
+
+        list(&mut sink, &["b", "c"]);
+        assert_eq!(
+            *calls.lock().expect("lock"),
+            [(some("b"), some("b")), (None, some("c")), (some("a"), None)],
+            "b changed, c came, a went: reported once the new list replaced the cache"
+        );
+        let mut names: Vec<String> = reader.state().iter().map(|m| m.name_any()).collect();
+        names.sort();
+        assert_eq!(names, ["b", "c"]);
+    }
+}
