@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::operator::Operator;
-use common::{cluster, kubectl_ok, repo};
+use common::{cluster, install_crds};
 use conclave::api::Meeting;
 use kube::api::{Api, PostParams};
 use testenv::{ControlPlane, Options, wait_for};
@@ -41,20 +41,7 @@ async fn auto_uses_paged_lists_where_the_api_server_refuses_streaming() {
         ..Options::default()
     })
     .expect("control plane");
-    kubectl_ok(
-        &cp,
-        &["apply", "--server-side", "-f", &repo().join("crds").to_string_lossy()],
-    );
-    kubectl_ok(
-        &cp,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/bridges.conclave.dev",
-            "crd/meetings.conclave.dev",
-        ],
-    );
+    install_crds(&cp);
     let client = cp.client().await;
     let ns = testenv::namespace(&client, "paged").await;
     let user = "conclave-paged-test";

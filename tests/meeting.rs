@@ -353,8 +353,6 @@ async fn meeting_lifecycle() {
     }
 }
 
-/// 200 Meetings on one Bridge converge, and a change that touches all of them (their Bridge's
-/// labels) then costs zero writes.
 /// With the system clock and nothing touching it, a Meeting opens and ends at its times: each
 /// Meeting's next transition waits on the operator's timer, which brings the Meeting back when
 /// it is due (no polling, no nudge from the test).
@@ -498,6 +496,8 @@ async fn links_follow_participants_and_come_back_identical() {
     wait_ready(&bridges, "meet").await;
 }
 
+/// 200 Meetings on one Bridge converge, and a change that touches all of them (their Bridge's
+/// labels) then costs zero writes.
 #[tokio::test]
 async fn two_hundred_meetings_converge_to_zero_writes() {
     let cp = cluster();

@@ -19,20 +19,7 @@ pub fn cluster() -> &'static ControlPlane {
     static READY: OnceLock<()> = OnceLock::new();
     let cp = testenv::shared();
     READY.get_or_init(|| {
-        kubectl_ok(
-            cp,
-            &["apply", "--server-side", "-f", &repo().join("crds").to_string_lossy()],
-        );
-        kubectl_ok(
-            cp,
-            &[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "crd/bridges.conclave.dev",
-                "crd/meetings.conclave.dev",
-            ],
-        );
+        install_crds(cp);
         // Established comes before the OpenAPI document is republished; tests that explain
         // fields or validate client-side need both kinds in it.
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -47,6 +34,24 @@ pub fn cluster() -> &'static ControlPlane {
         }
     });
     cp
+}
+
+/// Applies `crds/` to `cp` and waits until both kinds are Established.
+pub fn install_crds(cp: &ControlPlane) {
+    kubectl_ok(
+        cp,
+        &["apply", "--server-side", "-f", &repo().join("crds").to_string_lossy()],
+    );
+    kubectl_ok(
+        cp,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/bridges.conclave.dev",
+            "crd/meetings.conclave.dev",
+        ],
+    );
 }
 
 /// Runs kubectl and returns its output whatever the exit code.

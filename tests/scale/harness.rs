@@ -16,7 +16,7 @@ use testenv::{ControlPlane, NodeCapacity, Options, wait_for};
 
 use super::probe::{self, AuditTail, Links};
 use crate::common::operator::{Operator, http_get};
-use crate::common::{kubectl_ok, repo, self_signed_tls};
+use crate::common::{install_crds, kubectl_ok, self_signed_tls};
 
 /// How big a run is. Every field is a flag of the benchmark.
 #[derive(Clone, Debug)]
@@ -363,20 +363,7 @@ pub async fn run(sizes: &Sizes, bin: &Path, log: impl Fn(&str)) -> Figures {
         ..Options::default()
     })
     .expect("control plane");
-    kubectl_ok(
-        &cp,
-        &["apply", "--server-side", "-f", &repo().join("crds").to_string_lossy()],
-    );
-    kubectl_ok(
-        &cp,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/bridges.conclave.dev",
-            "crd/meetings.conclave.dev",
-        ],
-    );
+    install_crds(&cp);
     kubectl_ok(&cp, &["create", "namespace", NS]);
     let client = cp.client().await;
     log("control plane up");

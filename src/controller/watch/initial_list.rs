@@ -32,13 +32,14 @@ pub enum InitialList {
 impl InitialList {
     /// Whether to stream. `Auto` asks the API server its version and, from 1.34, whether it
     /// serves a streaming watch (two requests, at start; see [`probe`]).
-    pub(super) async fn streaming(self, client: &Client, namespace: Option<&str>) -> bool {
+    /// `bridges` are the Bridges the operator watches, for the probe.
+    pub(super) async fn streaming(self, client: &Client, bridges: Api<Bridge>) -> bool {
         match self {
             InitialList::Streaming => true,
             InitialList::Paged => false,
             InitialList::Auto => match client.apiserver_version().await {
                 Ok(v) => {
-                    let on = supports_streaming(&v.major, &v.minor) && probe(client, namespace).await;
+                    let on = supports_streaming(&v.major, &v.minor) && probe(bridges).await;
                     tracing::info!(version = %v.git_version, streaming = on, "initial lists");
                     on
                 }
@@ -56,13 +57,9 @@ impl InitialList {
 /// server refuses `sendInitialEvents`, and every watch would fail for ever (never ready); a
 /// probe that cannot tell (the API server unreachable) chooses paged lists, which every
 /// version serves.
-async fn probe(client: &Client, namespace: Option<&str>) -> bool {
-    let api: Api<Bridge> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+async fn probe(bridges: Api<Bridge>) -> bool {
     let params = WatchParams::streaming_lists().fields(PROBE_SELECTOR).timeout(10);
-    let first = match api.watch_metadata(&params, "").await {
+    let first = match bridges.watch_metadata(&params, "").await {
         Ok(events) => {
             let mut events = std::pin::pin!(events);
             events.try_next().await

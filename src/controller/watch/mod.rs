@@ -157,13 +157,12 @@ pub(super) async fn lead(
     health: Arc<Health>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let scope = Scope {
+    // Streaming or not is decided by asking the API server, about Bridges in this scope.
+    let mut scope = Scope {
         namespace: options.watch_namespace.clone(),
-        streaming: options
-            .initial_list
-            .streaming(&client, options.watch_namespace.as_deref())
-            .await,
+        streaming: false,
     };
+    scope.streaming = options.initial_list.streaming(&client, scope.api(&client)).await;
     let events = Events::new(client.clone(), std::env::var("POD_NAME").ok());
     let invalid = Arc::new(InvalidObjects::new(metrics.clone(), events.clone()));
     let indexes = Indexes::default();
