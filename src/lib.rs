@@ -1,6 +1,7 @@
 //! Conclave: a Kubernetes operator for private, end-to-end encrypted video conferencing.
 
 pub mod api;
+pub mod api_client;
 pub mod apply;
 pub mod bridge;
 pub mod child;

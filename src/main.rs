@@ -362,7 +362,7 @@ async fn operate(
     let shutdown = on_signals()?;
     let mut config = kube::Config::infer().await?;
     config.connect_timeout = Some(CONNECT_TIMEOUT);
-    let client = kube::Client::try_from(config)?;
+    let client = conclave::api_client::client(config)?;
     let metrics = Arc::new(Metrics::new());
     let listener = tokio::net::TcpListener::bind(http_address)
         .await

@@ -54,6 +54,12 @@ async fn smoke_size_meets_the_targets_scaled_down() {
         "Bridge reconciles per Meeting created: {}",
         fig.bridge_reconciles_per_meeting
     );
+    // Requests and watches share one HTTP/2 connection, however many reconciles wait at once.
+    assert!(
+        (1..=2).contains(&fig.api_connections),
+        "connections to the API server: {}",
+        fig.api_connections
+    );
     let per_meeting = fig.bytes_per_meeting(&sizes);
     assert!(
         per_meeting <= 12.0 * 1024.0,

@@ -11,7 +11,6 @@ use std::time::Duration;
 use crate::conditions::Condition;
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -31,7 +30,22 @@ use crate::{apply, clock};
 
 pub use crate::meeting::OWNER_KIND;
 
-pub async fn reconcile(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Action, Error> {
+/// Reconciles the queued Meeting `key` (`namespace/name`) if it is still cached; a failure is
+/// retried on the Meeting's timer.
+pub async fn reconcile_queued(key: Arc<str>, cx: Arc<Context>) {
+    let Some((ns, name)) = key.split_once('/') else {
+        return;
+    };
+    let Some(meeting) = cx.meetings.get(&ObjectRef::new(name).within(ns)) else {
+        return;
+    };
+    if let Err(err) = reconcile(meeting, cx.clone()).await {
+        let retry = tokio::time::Instant::now() + super::retry_delay(&err);
+        cx.timers.set(ns, name, Some(retry));
+    }
+}
+
+pub async fn reconcile(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<(), Error> {
     let key = format!("{}/{}", meeting.namespace().unwrap_or_default(), meeting.name_any());
     let started = std::time::Instant::now();
     let span = tracing::info_span!("reconcile", meeting = %key);
@@ -92,12 +106,14 @@ impl Outcome {
     }
 }
 
-async fn reconcile_meeting(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Action, Error> {
-    if !cx.caches_synced() {
-        return Ok(Action::requeue(Duration::from_millis(200)));
-    }
+async fn reconcile_meeting(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<(), Error> {
     let ns = meeting.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = meeting.name_any();
+    if !cx.caches_synced() {
+        let soon = tokio::time::Instant::now() + Duration::from_millis(200);
+        cx.timers.set(&ns, &name, Some(soon));
+        return Ok(());
+    }
     let secret_name = credentials::secret_name(&name);
     let live = cx.credentials(&ns, &name);
     let now = cx.clock.now();
@@ -147,7 +163,7 @@ async fn reconcile_meeting(meeting: Arc<Meeting>, cx: Arc<Context>) -> Result<Ac
         .due
         .map(|at| tokio::time::Instant::now() + clock::until(cx.clock.now(), at));
     cx.timers.set(&ns, &name, due);
-    Ok(Action::await_change())
+    Ok(())
 }
 
 async fn decide(
@@ -486,6 +502,3 @@ fn find_condition(conditions: &[Condition], type_: Type) -> Option<&Condition> {
     conditions.iter().find(|c| c.type_ == type_.as_str())
 }
 
-pub fn error_policy(_meeting: Arc<Meeting>, err: &Error, _cx: Arc<Context>) -> Action {
-    super::retry_after(err)
-}

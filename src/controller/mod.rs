@@ -108,10 +108,15 @@ pub fn refusal(e: &kube::Error) -> Option<Reason> {
 /// Requeue after a failed reconcile: at once (almost) when only the cache was stale, after a
 /// back-off otherwise, so a broken API server is not hammered.
 pub fn retry_after(err: &Error) -> Action {
+    Action::requeue(retry_delay(err))
+}
+
+/// How long a failed reconcile waits before its retry (see [`retry_after`]); logs the failure.
+pub fn retry_delay(err: &Error) -> std::time::Duration {
     tracing::warn!(error = %err, reason = %err.reason(), "reconcile failed");
     match err {
-        Error::Stale(_) => Action::requeue(std::time::Duration::from_secs(1)),
-        _ => Action::requeue(std::time::Duration::from_secs(5)),
+        Error::Stale(_) => std::time::Duration::from_secs(1),
+        _ => std::time::Duration::from_secs(5),
     }
 }
 

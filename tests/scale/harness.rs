@@ -88,7 +88,11 @@ pub struct Figures {
     pub rss_bridges_only: u64,
     pub rss_first_wave: u64,
     pub rss_all: u64,
+    /// The first operator's peak over its whole run: the creates, the burst, and every object
+    /// reconciled again at once after the label.
     pub peak_rss: u64,
+    /// TCP connections from the operator to the API server once the burst was linked.
+    pub api_connections: usize,
     pub bridges_ready: Duration,
     pub creates: Duration,
     pub links_after_first_create: Duration,
@@ -156,12 +160,16 @@ impl Figures {
                 format!("{:.2} KiB", self.bytes_per_meeting(sizes) / 1024.0),
             ),
             (
-                format!("operator peak resident memory, {b} Bridges + {m} Meetings"),
+                format!("operator peak resident memory, {b} Bridges + {m} Meetings (the whole run before the restart)"),
                 mib(self.peak_rss),
             ),
             (
                 "same, after a restart with everything in place (now / peak)".into(),
                 format!("{} / {}", mib(self.rss_restarted), mib(self.peak_rss_restarted)),
+            ),
+            (
+                "connections to the API server after the burst".into(),
+                self.api_connections.to_string(),
             ),
             (
                 format!("{b} Bridges Ready after their creation"),
@@ -462,7 +470,8 @@ pub async fn run(sizes: &Sizes, bin: &Path, log: impl Fn(&str)) -> Figures {
         .collect();
     fig.burst_p50 = Duration::from_secs_f64(probe::quantile(&mut latencies, 0.5));
     fig.burst_p99 = Duration::from_secs_f64(probe::quantile(&mut latencies, 0.99));
-    fig.peak_rss = probe::memory(pid).1;
+    let api_port = cp.server_url().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    fig.api_connections = probe::connections_to(pid, api_port);
     let counts = probe::reconciles(port);
     fig.reconcile_time = probe::reconcile_seconds(port)
         .into_iter()
@@ -505,6 +514,9 @@ pub async fn run(sizes: &Sizes, bin: &Path, log: impl Fn(&str)) -> Figures {
     fig.unchanged_requests = calls.len();
     fig.unchanged_kinds = probe::breakdown(&calls);
     log("unchanged reconciles measured");
+
+    // The peak over the whole run: re-reconciling everything at once queues every object.
+    fig.peak_rss = probe::memory(pid).1;
 
     // Restart with everything in place.
     operator.sigterm();

@@ -17,6 +17,7 @@ use kube::runtime::utils::{Backoff, StreamBackoff};
 use kube::runtime::watcher;
 
 use super::Synced;
+use super::queue::{self, Queue};
 use super::throttle::Throttle;
 use crate::api::{Bridge, Meeting};
 use crate::http::Health;
@@ -36,7 +37,7 @@ pub(super) enum Trigger {
 #[derive(Clone)]
 pub(super) struct Triggers {
     pub bridges: UnboundedSender<ObjectRef<Bridge>>,
-    pub meetings: UnboundedSender<ObjectRef<Meeting>>,
+    pub meetings: Arc<Queue>,
     pub bridge_store: Store<Bridge>,
     pub meeting_store: Store<Meeting>,
     pub bookings: Throttle,
@@ -47,7 +48,8 @@ impl Triggers {
     pub(super) fn reconcile_all(&self) {
         self.send(Trigger::AllBridges);
         for m in self.meeting_store.state() {
-            let _ = self.meetings.unbounded_send(ObjectRef::from_obj(&*m));
+            let ns = m.metadata.namespace.as_deref().unwrap_or_default();
+            self.meetings.push(queue::key(ns, m.metadata.name.as_deref().unwrap_or_default()));
         }
     }
 
@@ -58,7 +60,8 @@ impl Triggers {
                 let _ = self.bridges.unbounded_send(r);
             }
             Trigger::Meeting(r) => {
-                let _ = self.meetings.unbounded_send(r);
+                let ns = r.namespace.as_deref().unwrap_or_default();
+                self.meetings.push(queue::key(ns, &r.name));
             }
             Trigger::Booking(r) => self.bookings.send(r),
             Trigger::AllBridges => {

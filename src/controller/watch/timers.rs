@@ -5,21 +5,15 @@
 //! key and a delay-queue slot) with its name, namespace, uid and resourceVersion, about 600
 //! bytes a Meeting, 6 MiB at 10,000 Meetings (heap profile, `--features dhat-heap`). Here a
 //! wait is one `namespace/name` string shared by an ordered set and a map, about 150 bytes.
-//! When a Meeting's time comes it is sent to the Meeting controller's queue like any other
-//! trigger.
+//! When a Meeting's time comes it joins the Meetings' reconcile queue like any other trigger.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use futures::channel::mpsc::UnboundedSender;
-use kube::runtime::reflector::ObjectRef;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::api::Meeting;
-
-/// `namespace/name` (neither can contain `/`), one allocation shared by both maps.
-type Key = Arc<str>;
+use super::queue::{self, Key, Queue};
 
 #[derive(Default)]
 struct Due {
@@ -68,11 +62,11 @@ impl Timers {
     /// Meeting `ns`/`name` is to be reconciled at `at`, instead of when it was before; `None`:
     /// it waits for nothing.
     pub fn set(&self, ns: &str, name: &str, at: Option<Instant>) {
-        let key = format!("{ns}/{name}");
+        let key = queue::key(ns, name);
         let mut due = self.lock();
         let old = due.clear(&key);
         let Some(at) = at else { return };
-        let key = old.unwrap_or_else(|| key.into());
+        let key = old.unwrap_or(key);
         let earliest = due.next().is_none_or(|next| at < next);
         due.by_time.insert((at, key.clone()));
         due.by_key.insert(key, at);
@@ -92,20 +86,15 @@ impl Timers {
         self.len() == 0
     }
 
-    /// Sends each Meeting to `out` when its time comes, until `out` closes.
-    pub async fn run(self: Arc<Self>, out: UnboundedSender<ObjectRef<Meeting>>) {
+    /// Queues each Meeting for a reconcile when its time comes.
+    pub async fn run(self: Arc<Self>, out: Arc<Queue>) {
         loop {
             let (due, next) = {
                 let mut state = self.lock();
                 (state.take_due(Instant::now()), state.next())
             };
             for key in due {
-                let Some((ns, name)) = key.split_once('/') else {
-                    continue;
-                };
-                if out.unbounded_send(ObjectRef::new(name).within(ns)).is_err() {
-                    return;
-                }
+                out.push(key);
             }
             // A permit stored by `set` meanwhile makes this return at once: no wakeup is lost.
             match next {
@@ -124,8 +113,6 @@ impl Timers {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
-
-    use futures::StreamExt;
 
     use super::*;
 
@@ -156,8 +143,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn sends_each_meeting_when_its_time_comes() {
         let timers = Arc::new(Timers::default());
-        let (tx, mut rx) = futures::channel::mpsc::unbounded();
-        tokio::spawn(timers.clone().run(tx));
+        let queue = Arc::new(Queue::default());
+        tokio::spawn(timers.clone().run(queue.clone()));
         let t0 = Instant::now();
         timers.set("ns", "late", Some(t0 + Duration::from_secs(60)));
         timers.set("ns", "gone", Some(t0 + Duration::from_secs(20)));
@@ -166,16 +153,10 @@ mod tests {
         tokio::task::yield_now().await;
         timers.set("ns", "soon", Some(t0 + Duration::from_secs(30)));
 
-        let first = rx.next().await.expect("a meeting");
-        assert_eq!(
-            (first.name.as_str(), Instant::now() - t0),
-            ("soon", Duration::from_secs(30))
-        );
-        let second = rx.next().await.expect("a meeting");
-        assert_eq!(
-            (second.name.as_str(), second.namespace.as_deref()),
-            ("late", Some("ns"))
-        );
+        let first = queue.next_waiting().await;
+        assert_eq!((&*first, Instant::now() - t0), ("ns/soon", Duration::from_secs(30)));
+        let second = queue.next_waiting().await;
+        assert_eq!(&*second, "ns/late");
         assert_eq!(Instant::now() - t0, Duration::from_secs(60));
         assert!(timers.is_empty());
     }
