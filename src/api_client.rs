@@ -27,12 +27,6 @@ use tower::{BoxError, ServiceBuilder};
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the API server may send ahead of what the operator has read, per stream and in all.
-/// hyper's defaults (2 and 5 MiB) let a burst of watch events and responses pile up in the
-/// operator's memory instead of the kernel's socket buffers.
-const STREAM_WINDOW: u32 = 256 * 1024;
-const CONNECTION_WINDOW: u32 = 1024 * 1024;
-
 /// The client for `config`.
 pub fn client(config: Config) -> Result<Client, kube::Error> {
     if config.proxy_url.is_some() {
@@ -52,8 +46,6 @@ pub fn client(config: Config) -> Result<Client, kube::Error> {
         .http2_keep_alive_interval(KEEP_ALIVE)
         .http2_keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
         .http2_keep_alive_while_idle(true)
-        .http2_initial_stream_window_size(STREAM_WINDOW)
-        .http2_initial_connection_window_size(CONNECTION_WINDOW)
         .build(https);
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
