@@ -501,4 +501,3 @@ async fn patch_status(cx: &Context, meeting: &Meeting, new: MeetingStatus) -> Re
 fn find_condition(conditions: &[Condition], type_: Type) -> Option<&Condition> {
     conditions.iter().find(|c| c.type_ == type_.as_str())
 }
-

@@ -470,7 +470,12 @@ pub async fn run(sizes: &Sizes, bin: &Path, log: impl Fn(&str)) -> Figures {
         .collect();
     fig.burst_p50 = Duration::from_secs_f64(probe::quantile(&mut latencies, 0.5));
     fig.burst_p99 = Duration::from_secs_f64(probe::quantile(&mut latencies, 0.99));
-    let api_port = cp.server_url().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let api_port = cp
+        .server_url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     fig.api_connections = probe::connections_to(pid, api_port);
     let counts = probe::reconciles(port);
     fig.reconcile_time = probe::reconcile_seconds(port)

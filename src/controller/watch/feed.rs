@@ -49,7 +49,8 @@ impl Triggers {
         self.send(Trigger::AllBridges);
         for m in self.meeting_store.state() {
             let ns = m.metadata.namespace.as_deref().unwrap_or_default();
-            self.meetings.push(queue::key(ns, m.metadata.name.as_deref().unwrap_or_default()));
+            self.meetings
+                .push(queue::key(ns, m.metadata.name.as_deref().unwrap_or_default()));
         }
     }
 
