@@ -1,8 +1,8 @@
 //! The operator's Kubernetes API client: kube's, over HTTP/2 when the API server offers it.
 //!
 //! kube-client's own stack speaks HTTP/1.1, one request at a time per connection, so every
-//! reconcile waiting on the API server held a TLS connection of its own: up to 80 (16 Bridge
-//! and 64 Meeting reconciles), each with its read, write and TLS buffers, kept in the pool
+//! watch and every reconcile waiting on the API server held a TLS connection of its own (92
+//! at the scale test's CI size), each with its read, write and TLS buffers, kept in the pool
 //! for 90 s after a burst. Over HTTP/2 every request and watch shares one connection, as
 //! client-go's do.
 //!

@@ -33,7 +33,7 @@ pub use crate::meeting::OWNER_KIND;
 /// Reconciles the queued Meeting `key` (`namespace/name`) if it is still cached; a failure is
 /// retried on the Meeting's timer.
 pub async fn reconcile_queued(key: Arc<str>, cx: Arc<Context>) {
-    let Some((ns, name)) = key.split_once('/') else {
+    let Some((ns, name)) = super::watch::split_key(&key) else {
         return;
     };
     let Some(meeting) = cx.meetings.get(&ObjectRef::new(name).within(ns)) else {

@@ -46,6 +46,7 @@ pub use compact::Compact;
 pub use credentials::Credentials;
 pub use index::Indexes;
 pub use initial_list::{InitialList, PROBE_SELECTOR};
+pub(super) use queue::split_key;
 pub(super) use synced::Synced;
 pub use timers::Timers;
 

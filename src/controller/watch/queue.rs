@@ -24,6 +24,11 @@ pub fn key(ns: &str, name: &str) -> Key {
     format!("{ns}/{name}").into()
 }
 
+/// The namespace and name a [`key`] was made of.
+pub fn split_key(key: &str) -> Option<(&str, &str)> {
+    key.split_once('/')
+}
+
 #[derive(Default)]
 struct State {
     order: VecDeque<Key>,
@@ -152,6 +157,7 @@ mod tests {
         assert_eq!(q.waiting(), 2);
         let first = q.start_next().expect("a");
         assert_eq!(&*first, "ns/a");
+        assert_eq!(split_key(&first), Some(("ns", "a")));
         // Asked for while running: not queued beside itself, but run again after.
         q.push(key("ns", "a"));
         assert_eq!(q.waiting(), 1);
